@@ -1,0 +1,25 @@
+# Two commands for a fresh machine: `make demo` and `make test` (see README).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.aue-installed
+
+.PHONY: setup demo test clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt setup.py package.xml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-deps -e .
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/aue run --source edge/samples/demo_clip.mp4 --out runs/demo
+
+test: setup
+	$(PY) -m pytest
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info .pytest_cache

@@ -1,0 +1,237 @@
+"""The model card: the preprocessing, labels and AU names that travel with every model.
+
+Written by ``aue export`` (train stage) beside the ``.onnx`` as ``card.json`` and into the ONNX
+``metadata_props`` under :data:`METADATA_KEY`; copied by ``aue calibrate`` next to the INT8
+model and by ``aue build`` into the engine's sidecar JSON. Every downstream stage reads the card
+instead of guessing: input size, colour, mean/std, the 5-point alignment template the training
+images were framed with, emotion labels and AU names.
+
+No torch here: the card is plain data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aue_edge.edge.errors import ModelCardError
+
+SCHEMA_VERSION = 1
+METADATA_KEY = "aue_model_card"
+CARD_FILENAME = "card.json"
+COLOR_MODES = ("rgb", "bgr", "gray3")
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How an aligned face becomes the model's input tensor (NCHW float32).
+
+    ``pixels = (image_uint8 / 255 - mean) / std`` per channel after colour conversion;
+    ``gray3`` means grayscale replicated to three channels (what FER+ training used).
+    """
+
+    name: str = "image"
+    size_px: tuple[int, int] = (112, 112)  # (height, width)
+    color: str = "gray3"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class AlignmentSpec:
+    """Similarity alignment of 5 detected points to a template, in fractions of the crop.
+
+    ``template_5pt`` is (right eye, left eye, nose tip, right mouth corner, left mouth corner)
+    in the order YuNet gives them, each (x, y) as a fraction of the crop's width and height, so
+    the same template serves any input size. ``source`` says how the template was derived.
+    """
+
+    method: str = "similarity_5pt"
+    template_5pt: tuple[tuple[float, float], ...] = ()
+    source: str = ""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Names and meaning of the output tensors."""
+
+    emotion_probs: str | None = "emotion_probs"
+    au_probs: str | None = "au_probs"
+    emotion_labels: tuple[str, ...] = ()
+    au_names: tuple[str, ...] = ()
+    au_threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    model_name: str
+    input: InputSpec
+    alignment: AlignmentSpec
+    outputs: OutputSpec
+    precision: str = "fp32"
+    architecture: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    extra_inputs: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> None:
+        problems = []
+        if self.schema_version != SCHEMA_VERSION:
+            problems.append(f"schema_version is {self.schema_version}, this package reads "
+                            f"{SCHEMA_VERSION}")
+        if not self.model_name:
+            problems.append("model_name is empty")
+        h, w = self.input.size_px
+        if h <= 0 or w <= 0:
+            problems.append(f"input.size_px must be positive, got {self.input.size_px}")
+        if self.input.color not in COLOR_MODES:
+            problems.append(f"input.color must be one of {COLOR_MODES}, got {self.input.color!r}")
+        if len(self.input.mean) != 3 or len(self.input.std) != 3:
+            problems.append("input.mean and input.std need 3 values each")
+        if any(s <= 0 for s in self.input.std):
+            problems.append(f"input.std must be positive, got {self.input.std}")
+        if self.alignment.template_5pt and len(self.alignment.template_5pt) != 5:
+            problems.append(f"alignment.template_5pt needs 5 points, got "
+                            f"{len(self.alignment.template_5pt)}")
+        if self.outputs.emotion_probs is None and self.outputs.au_probs is None:
+            problems.append("the model has neither an emotion nor an AU output")
+        if self.outputs.emotion_probs is not None and not self.outputs.emotion_labels:
+            problems.append("outputs.emotion_labels is empty but the model has an emotion output")
+        if self.outputs.au_probs is not None and not self.outputs.au_names:
+            problems.append("outputs.au_names is empty but the model has an AU output")
+        if not 0.0 < self.outputs.au_threshold < 1.0:
+            problems.append(f"outputs.au_threshold must be in (0, 1), got "
+                            f"{self.outputs.au_threshold}")
+        if problems:
+            raise ModelCardError("invalid model card: " + "; ".join(problems))
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    def replace(self, **changes: Any) -> "ModelCard":
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], origin: str = "<dict>") -> "ModelCard":
+        if not isinstance(data, dict):
+            raise ModelCardError(f"{origin}: a model card is a JSON object, got "
+                                 f"{type(data).__name__}")
+        try:
+            inp = data["input"]
+            out = data["outputs"]
+            align = data.get("alignment", {})
+            return cls(
+                model_name=data["model_name"],
+                input=InputSpec(
+                    name=inp.get("name", "image"),
+                    size_px=tuple(int(v) for v in inp["size_px"]),
+                    color=inp["color"],
+                    mean=tuple(float(v) for v in inp["mean"]),
+                    std=tuple(float(v) for v in inp["std"]),
+                ),
+                alignment=AlignmentSpec(
+                    method=align.get("method", "similarity_5pt"),
+                    template_5pt=tuple(tuple(float(c) for c in p)
+                                       for p in align.get("template_5pt", ())),
+                    source=align.get("source", ""),
+                ),
+                outputs=OutputSpec(
+                    emotion_probs=out.get("emotion_probs"),
+                    au_probs=out.get("au_probs"),
+                    emotion_labels=tuple(out.get("emotion_labels", ())),
+                    au_names=tuple(out.get("au_names", ())),
+                    au_threshold=float(out.get("au_threshold", 0.5)),
+                ),
+                precision=data.get("precision", "fp32"),
+                architecture=dict(data.get("architecture", {})),
+                training=dict(data.get("training", {})),
+                metrics=dict(data.get("metrics", {})),
+                extra_inputs=dict(data.get("extra_inputs", {})),
+                provenance=dict(data.get("provenance", {})),
+                schema_version=int(data.get("schema_version", SCHEMA_VERSION)),
+            )
+        except ModelCardError as exc:
+            raise ModelCardError(f"{origin}: {exc}") from None
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelCardError(
+                f"{origin}: malformed model card ({type(exc).__name__}: {exc}); expected the "
+                f"fields written by 'aue export' (model_name, input, outputs, alignment)"
+            ) from None
+
+    # ------------------------------------------------------------------ files
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        if path.is_dir():
+            path = path / CARD_FILENAME
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ModelCard":
+        path = Path(path)
+        if not path.is_file():
+            raise ModelCardError(f"model card {path} does not exist; every model needs the "
+                                 f"card.json that 'aue export' writes beside it")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelCardError(f"model card {path} is not valid UTF-8 JSON: {exc}") from None
+        return cls.from_dict(data, origin=str(path))
+
+
+def card_from_onnx(onnx_path: str | Path) -> ModelCard | None:
+    """The card embedded in an ONNX file's metadata_props, or None if it has none."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            try:
+                data = json.loads(prop.value)
+            except json.JSONDecodeError as exc:
+                raise ModelCardError(f"{onnx_path}: metadata '{METADATA_KEY}' is not JSON: "
+                                     f"{exc}") from None
+            return ModelCard.from_dict(data, origin=f"{onnx_path}:{METADATA_KEY}")
+    return None
+
+
+def embed_card_in_onnx(model: Any, card: ModelCard) -> None:
+    """Set (or replace) the card in an ``onnx.ModelProto``'s metadata_props, in place."""
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps(card.to_dict())
+
+
+def find_card(model_path: str | Path) -> ModelCard:
+    """The card for a model file: ``card.json`` beside it first, else the ONNX metadata.
+
+    Raises :class:`ModelCardError` naming both places when neither has one.
+    """
+    model_path = Path(model_path)
+    beside = model_path.parent / CARD_FILENAME
+    if beside.is_file():
+        return ModelCard.load(beside)
+    if model_path.suffix == ".onnx" and model_path.is_file():
+        card = card_from_onnx(model_path)
+        if card is not None:
+            return card
+    raise ModelCardError(
+        f"no model card for {model_path}: looked for {beside} and for ONNX metadata "
+        f"'{METADATA_KEY}'. Export the model with 'aue export' (it writes both), or write a "
+        f"card.json beside it."
+    )

@@ -1,0 +1,70 @@
+"""ament_python package ``aue_edge``; also installs with ``pip install -e .``.
+
+The repository's top-level folders are the product's stages (train -> calibration -> edge ->
+ros_nodes). They are installed as sub-packages of ``aue_edge`` so nothing generic such as
+``train`` lands in site-packages.
+"""
+from glob import glob
+
+from setuptools import setup
+
+PACKAGE = "aue_edge"
+STAGES = ("edge", "train", "calibration", "ros_nodes", "benchmarks")
+
+
+def _stage_packages():
+    import os
+
+    packages, package_dir = [PACKAGE], {PACKAGE: PACKAGE}
+    for stage in STAGES:
+        for root, _dirs, files in os.walk(stage):
+            if "__init__.py" in files:
+                name = f"{PACKAGE}." + root.replace(os.sep, ".")
+                packages.append(name)
+                package_dir[name] = root
+    return packages, package_dir
+
+
+packages, package_dir = _stage_packages()
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=packages,
+    package_dir=package_dir,
+    package_data={
+        f"{PACKAGE}.edge": ["models/*/*.onnx", "models/*/*.json", "models/*/*.cache",
+                            "models/*/*.md", "samples/*"],
+        f"{PACKAGE}.train": ["configs/*.yaml"],
+    },
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/config", glob("config/*")),
+        (f"share/{PACKAGE}/launch", glob("launch/*")),
+    ],
+    python_requires=">=3.10",
+    install_requires=[
+        "numpy>=1.24",
+        "onnx>=1.15",
+        "onnxruntime>=1.17",
+        "opencv-python-headless>=4.8,<5",
+        "PyYAML>=6",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        # Host-side training and export (pin torch: an unpinned one pulls GBs of CUDA wheels).
+        "train": ["torch==2.13.0", "onnxscript>=0.5", "scipy>=1.10"],
+        # Jetson runtime: TensorRT ships with JetPack; pick one CUDA binding.
+        "jetson": ["cuda-python>=12"],
+        "jetson-pycuda": ["pycuda>=2022.1"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "scikit-image>=0.22"],
+    },
+    entry_points={
+        "console_scripts": [
+            "aue = aue_edge.cli:main",
+        ],
+    },
+    zip_safe=False,
+)

@@ -1,0 +1,34 @@
+"""Fixtures shared by the test suite: real data locations and real face images."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("AUE_SHARED", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def ferplus_root() -> Path:
+    """The real FER+ data set in its published layout (``../shared/data/ferplus``)."""
+    root = Path(os.environ.get("AUE_FERPLUS_ROOT", SHARED / "data" / "ferplus"))
+    if not (root / "FER2013Train" / "label.csv").is_file():
+        pytest.fail(f"FER+ not found at {root}: the tests use the real data set; set "
+                    f"AUE_FERPLUS_ROOT or place it at ../shared/data/ferplus")
+    return root
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr() -> np.ndarray:
+    """A real, public-domain face photo (scikit-image's astronaut, Eileen Collins), BGR uint8."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
