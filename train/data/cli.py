@@ -1,12 +1,12 @@
-"""``python -m aue_edge.train.data.cli``: check a data set copy before training on it.
+"""``aue data``: check a data set copy before training on it.
 
 Reads one split with the same reader training uses, prints what was kept and dropped (and
 why), and optionally plots the class counts or AU base rates. Any malformed row, missing or
 unreadable image stops it with the file and line, so a broken copy is found in seconds rather
 than hours into a run.
 
-    python -m aue_edge.train.data.cli ferplus ../shared/data/ferplus --split test
-    python -m aue_edge.train.data.cli bp4d /data/BP4D --split train --fold 2 --plot bp4d.png
+    aue data ferplus ../shared/data/ferplus --split test
+    aue data bp4d /data/BP4D --split train --fold 2 --plot bp4d.png
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from aue_edge.train.data import DATASETS, FaceDataset, get_dataset
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m aue_edge.train.data.cli",
+        prog="aue data",
         description="Read one split of a data set in its published layout and report what "
                     "was kept and dropped.")
     parser.add_argument("name", choices=sorted(DATASETS), help="data set reader")
