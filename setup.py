@@ -59,6 +59,10 @@ setup(
         # Jetson runtime: TensorRT ships with JetPack; pick one CUDA binding.
         "jetson": ["cuda-python>=12"],
         "jetson-pycuda": ["pycuda>=2022.1"],
+        # Optional 68-point landmark providers. MediaPipe 0.10.21 is the last release bundling
+        # Face Mesh and needs numpy<2 (its own venv); dlib's model is not for commercial use.
+        "mediapipe": ["mediapipe==0.10.21", "numpy<2"],
+        "dlib": ["dlib-bin==20.0.1.post1", "face-recognition-models==0.3.0"],
         "test": ["pytest>=8", "pytest-benchmark>=4", "scikit-image>=0.22"],
     },
     entry_points={
