@@ -1,0 +1,215 @@
+"""``aue build`` decisions, all made without TensorRT: precision vs Q/DQ vs calibration cache,
+DLA rules, batch profiles, static models, the trtexec command, the sidecar, and the failure
+without TensorRT (which must still print the trtexec command and leave the sidecar)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shlex
+import struct
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+from test_edge_pipeline import build_standin_model
+
+from aue_edge.edge.backends.tensorrt_backend import read_sidecar
+from aue_edge.edge.build import build_main, build_parser, plan_build
+from aue_edge.edge.errors import (BackendUnavailableError, CalibrationError, ConfigError,
+                                  ModelFileError)
+
+
+def plan(*argv):
+    return plan_build(build_parser().parse_args([str(a) for a in argv]))
+
+
+def qdq_variant(src, dst, int32_bias: bool = False):
+    """The stand-in with its input quantized (Q/DQ), optionally with an int32 bias DQ."""
+    model = onnx.load(str(src))
+    graph = model.graph
+    graph.initializer.extend([numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+                              numpy_helper.from_array(np.array(0, np.int8), "zp")])
+    q = helper.make_node("QuantizeLinear", ["image", "s", "zp"], ["image_q"], name="q_in")
+    dq = helper.make_node("DequantizeLinear", ["image_q", "s", "zp"], ["image_dq"], name="dq_in")
+    for node in graph.node:
+        node.input[:] = ["image_dq" if i == "image" else i for i in node.input]
+    new_nodes = [q, dq]
+    if int32_bias:
+        graph.initializer.extend([
+            numpy_helper.from_array(np.zeros(17, np.int32), "b2_q"),
+            numpy_helper.from_array(np.array(0.001, np.float32), "s_b")])
+        new_nodes.append(helper.make_node("DequantizeLinear", ["b2_q", "s_b"], ["b2_dq"],
+                                          name="dq_bias"))
+        for node in graph.node:
+            node.input[:] = ["b2_dq" if i == "b2" else i for i in node.input]
+    nodes = new_nodes + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return dst
+
+
+def float_hex(value: float) -> str:
+    return struct.pack(">f", value).hex()
+
+
+@pytest.fixture()
+def standin(tmp_path):
+    return build_standin_model(tmp_path)
+
+
+def test_fp16_plan_profile_trtexec_and_rebuild_command(standin, tmp_path):
+    p = plan(standin, "--precision", "fp16", "--min-batch", 1, "--opt-batch", 2, "--max-batch",
+             8, "--workspace-mib", 256, "--out", tmp_path / "m.engine")
+    assert p.builder_flags == ("FP16",) and p.int8_mode is None and not p.static_shapes
+    assert p.profiles == {"image": ((1, 3, 112, 112), (2, 3, 112, 112), (8, 3, 112, 112))}
+    cmd = p.trtexec_command()
+    assert cmd[0] == "trtexec" and f"--onnx={standin}" in cmd
+    assert "--minShapes=image:1x3x112x112" in cmd and "--maxShapes=image:8x3x112x112" in cmd
+    assert "--memPoolSize=workspace:256" in cmd and "--fp16" in cmd and "--int8" not in cmd
+    rebuilt = plan_build(build_parser().parse_args(shlex.split(shlex.join(
+        p.rebuild_command()))[2:]))
+    assert rebuilt.profiles == p.profiles and rebuilt.builder_flags == p.builder_flags
+
+
+def test_int8_needs_scales_and_never_mixes_them(standin, tmp_path):
+    out = tmp_path / "m.engine"
+    with pytest.raises(ConfigError, match="no Q/DQ nodes and no --calibration-cache"):
+        plan(standin, "--precision", "int8", "--out", out)
+    qdq = qdq_variant(standin, tmp_path / "model.int8.onnx")
+    p = plan(qdq, "--precision", "int8", "--fp16-fallback", "--out", out)
+    assert p.int8_mode == "explicit-qdq" and p.builder_flags == ("FP16", "INT8")
+    assert "--int8" in p.trtexec_command() and not any(
+        c.startswith("--calib") for c in p.trtexec_command())
+    cache = tmp_path / "calibration.cache"
+    cache.write_text(f"TRT-8502-EntropyCalibration2\nimage: {float_hex(2.5 / 127)}\n"
+                     f"pooled: {float_hex(0.9 / 127)}\n")
+    with pytest.raises(ConfigError, match="second, conflicting set of scales"):
+        plan(qdq, "--precision", "int8", "--calibration-cache", cache, "--out", out)
+    with pytest.raises(ConfigError, match="--precision int8"):
+        plan(qdq, "--precision", "fp16", "--out", out)
+    with pytest.raises(ConfigError, match="only applies to --precision int8"):
+        plan(standin, "--precision", "fp16", "--calibration-cache", cache, "--out", out)
+    with pytest.raises(ConfigError, match="--fp16-fallback"):
+        plan(standin, "--precision", "fp32", "--fp16-fallback", "--out", out)
+    implicit = plan(standin, "--precision", "int8", "--calibration-cache", cache, "--out", out)
+    assert implicit.int8_mode == "implicit-calibration-cache"
+    assert implicit.calibration_cache.trt_version_code == 8502
+    assert implicit.calibration_cache.num_tensors == 2
+    assert f"--calib={cache}" in implicit.trtexec_command()
+    assert any("deprecated since TensorRT 10.1" in w for w in implicit.warnings)
+    bias = qdq_variant(standin, tmp_path / "bias.onnx", int32_bias=True)
+    with pytest.raises(ModelFileError, match="int32 biases.*QuantizeBias"):
+        plan(bias, "--precision", "int8", "--out", out)
+
+
+def test_calibration_cache_format_errors_name_the_line(standin, tmp_path):
+    out, cache = tmp_path / "m.engine", tmp_path / "c.cache"
+    for text, message in (("TRT-8502\nimage: 3c23d70a\n", "line 1"),
+                          ("TRT-8502-EntropyCalibration2\nimage: 3c23d70a\npooled 3c23\n",
+                           "line 3"),
+                          ("TRT-8502-EntropyCalibration2\npooled: 3c23d70a\n",
+                           r"no scale for network input\(s\) \['image'\]")):
+        cache.write_text(text)
+        with pytest.raises(CalibrationError, match=message):
+            plan(standin, "--precision", "int8", "--calibration-cache", cache, "--out", out)
+
+
+def test_dla_rules(standin, tmp_path):
+    out = tmp_path / "m.engine"
+    with pytest.raises(ConfigError, match="DLA runs FP16 and INT8 only"):
+        plan(standin, "--precision", "fp32", "--dla-core", 0, "--out", out)
+    with pytest.raises(ConfigError, match="DLA does not support dynamic shapes"):
+        plan(standin, "--precision", "fp16", "--dla-core", 0, "--max-batch", 4, "--out", out)
+    with pytest.raises(ConfigError, match="only applies with --dla-core"):
+        plan(standin, "--no-gpu-fallback", "--out", out)
+    p = plan(standin, "--precision", "fp16", "--dla-core", 1, "--min-batch", 2, "--opt-batch", 2,
+             "--max-batch", 2, "--out", out)
+    assert p.builder_flags == ("FP16", "GPU_FALLBACK")
+    assert {"--useDLACore=1", "--allowGPUFallback"} <= set(p.trtexec_command())
+    assert any("GPU fallback is on" in w for w in p.warnings)
+    strict = plan(standin, "--precision", "fp16", "--dla-core", 0, "--max-batch", 1,
+                  "--no-gpu-fallback", "--out", out)
+    assert "GPU_FALLBACK" not in strict.builder_flags
+    assert "--allowGPUFallback" not in strict.trtexec_command()
+
+
+def test_batch_profile_static_models_and_paths(standin, tmp_path):
+    out = tmp_path / "m.engine"
+    with pytest.raises(ConfigError, match="1 <= --min-batch <= --opt-batch <= --max-batch"):
+        plan(standin, "--min-batch", 4, "--opt-batch", 2, "--out", out)
+    fixed = build_standin_model(tmp_path / "fixed", batch=1)
+    with pytest.raises(ConfigError, match="fixed batch of 1"):
+        plan(fixed, "--max-batch", 8, "--out", out)
+    static = plan(fixed, "--max-batch", 1, "--out", out)
+    assert static.static_shapes and not any("Shapes=" in c for c in static.trtexec_command())
+    with pytest.raises(ConfigError, match="ends with one of"):
+        plan(standin, "--out", tmp_path / "m.bin")
+    out.write_bytes(b"old engine")
+    with pytest.raises(ConfigError, match="already exists; pass --overwrite"):
+        plan(standin, "--out", out)
+    assert plan(standin, "--overwrite", "--out", out).engine_path == out
+    out.unlink()
+    with pytest.raises(ConfigError, match="--workspace-mib"):
+        plan(standin, "--workspace-mib", 0, "--out", out)
+    with pytest.raises(ConfigError, match="does not exist"):
+        plan(standin, "--timing-cache", tmp_path / "no" / "t.cache", "--out", out)
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx at all")
+    with pytest.raises(ModelFileError, match="not a readable ONNX model"):
+        plan(tmp_path / "junk.onnx", "--out", out)
+    model = onnx.load(str(standin))
+    model.opset_import[0].version = 18
+    onnx.save(model, str(tmp_path / "opset18.onnx"))
+    assert any("opset 18" in w for w in plan(tmp_path / "opset18.onnx", "--out", out).warnings)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
+                    reason="TensorRT is installed here: the no-TensorRT path is not reachable")
+def test_without_tensorrt_prints_trtexec_writes_sidecar_and_fails_clearly(standin, tmp_path,
+                                                                          capsys):
+    out = tmp_path / "engines" / "model.int8.engine"
+    cache = tmp_path / "calibration.cache"
+    cache.write_text(f"TRT-8502-EntropyCalibration2\nimage: {float_hex(2.5 / 127)}\n")
+    with pytest.raises(BackendUnavailableError, match="NOT built; run the trtexec command"):
+        build_main([str(standin), "--precision", "int8", "--calibration-cache", str(cache),
+                    "--timing-cache", str(tmp_path / "timing.cache"), "--out", str(out)])
+    stdout = capsys.readouterr().out
+    assert "trtexec --onnx=" in stdout and f"--calib={cache}" in stdout
+    assert f"--timingCacheFile={tmp_path / 'timing.cache'}" in stdout
+    assert not out.exists()
+    sidecar = read_sidecar(out)
+    assert sidecar["build_status"] == "not_built" and "TensorRT" in sidecar["not_built_reason"]
+    assert sidecar["model_card"]["outputs"]["au_names"][0] == "AU1"
+    assert len(sidecar["onnx"]["sha256"]) == 64 and sidecar["int8_mode"] == (
+        "implicit-calibration-cache")
+    assert sidecar["build_flags"]["batch"] == {"min": 1, "opt": 1, "max": 8}
+    assert sidecar["trtexec_command"].split()[0] == "trtexec"
+    assert json.loads(json.dumps(sidecar)) == sidecar
+
+
+def test_detector_engine_plan(tmp_path):
+    """`aue build --detector` for YuNet: no card, one frame, dynamic H/W up to the pipeline's
+    detect_max_side_px (padded to /32), tuned for a 4:3 frame; DLA refused (dynamic shapes)."""
+    from aue_edge.edge.face.yunet import DEFAULT_MODEL_PATH
+
+    out = tmp_path / "yunet.engine"
+    p = plan(DEFAULT_MODEL_PATH, "--detector", "--detect-max-side-px", 500, "--out", out)
+    assert p.card is None and p.detect_max_side_px == 500
+    assert p.profiles == {"input": ((1, 3, 32, 32), (1, 3, 384, 512), (1, 3, 512, 512))}
+    cmd = p.trtexec_command()
+    assert "--optShapes=input:1x3x384x512" in cmd and "--maxShapes=input:1x3x512x512" in cmd
+    side = p.sidecar("pending")
+    assert side["role"] == "face_detector" and side["model_card"] is None
+    again = plan_build(build_parser().parse_args(p.rebuild_command()[2:]))
+    assert again.profiles == p.profiles
+    with pytest.raises(ConfigError, match="one frame at a time"):
+        plan(DEFAULT_MODEL_PATH, "--detector", "--max-batch", 4, "--out", out)
+    with pytest.raises(ConfigError, match="DLA does not support dynamic shapes"):
+        plan(DEFAULT_MODEL_PATH, "--detector", "--dla-core", 0, "--out", out)
+    with pytest.raises(ConfigError, match="only applies with --detector"):
+        plan(build_standin_model(tmp_path / "c"), "--detect-max-side-px", 320, "--out", out)
+    two_inputs = build_standin_model(tmp_path / "two", extra_input="pose")
+    with pytest.raises(ModelFileError, match="a face detector has one input"):
+        plan(two_inputs, "--detector", "--out", out)

@@ -1,0 +1,376 @@
+"""Edge pipeline: config loading, model-file rule, detection -> alignment -> batched inference ->
+tracking -> smoothing on real face images, with real ONNX Runtime.
+
+The model here is a TEST STAND-IN built with onnx.helper (same I/O names and card layout as the
+shipped AUE-CRL model; its outputs are a fixed linear function of the mean pixel value), never
+the product's model: it lets the tests compute the exact expected output of every face with
+numpy and so check batching, ordering, chunking and smoothing, independent of training.
+Other edge test files import :func:`build_standin_model` from here.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from aue_edge.edge.errors import ConfigError, InputImageError, ModelCardError, ModelFileError
+from aue_edge.edge.face.alignment import align_faces
+from aue_edge.edge.face.templates import FERPLUS_TEMPLATE_5PT
+from aue_edge.edge.backends.factory import find_model_card
+from aue_edge.edge.model_card import (AlignmentSpec, InputSpec, ModelCard, OutputSpec,
+                                      embed_card_in_onnx)
+from aue_edge.edge.pipeline import Pipeline, PipelineConfig, resolve_model_file
+from aue_edge.edge.preprocess import to_model_input
+
+FERPLUS_LABELS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+                  "contempt")
+AUECRL_AUS = tuple(f"AU{n}" for n in (1, 2, 4, 5, 6, 7, 9, 10, 12, 15, 16, 17, 20, 23, 24, 25,
+                                      26))
+SEED = 1234
+
+
+def standin_weights(num_emotions: int, num_aus: int, seed: int = SEED):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(0, 2.0, (3, num_emotions)).astype(np.float32),
+            rng.normal(0, 0.3, (num_emotions,)).astype(np.float32),
+            rng.normal(0, 2.0, (3, num_aus)).astype(np.float32),
+            rng.normal(0, 0.3, (num_aus,)).astype(np.float32))
+
+
+def build_standin_model(out_dir: Path, *, batch: int | str = "N", size_px=(112, 112),
+                        color: str = "gray3", labels=FERPLUS_LABELS, au_names=AUECRL_AUS,
+                        file_name: str = "model.onnx", extra_input: str | None = None,
+                        seed: int = SEED, au_only: bool = False) -> Path:
+    """A tiny ONNX model with the shipped model's I/O: ``image`` (N,3,H,W) -> ``emotion_probs``
+    = softmax(mean_hw(image) @ W1 + b1), ``au_probs`` = sigmoid(mean_hw(image) @ W2 + b2);
+    ``card.json`` beside it. Test stand-in only.
+
+    ``extra_input="landmarks"`` adds LP-Net's declared (N, 68, 2) input, whose mean is added to
+    the AU logits; ``extra_input="pose"`` an undeclared (N, 3) input."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    w1, b1, w2, b2 = standin_weights(len(labels), len(au_names), seed)
+    h, w = size_px
+    nodes = [helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["feat"], axis=1),
+             helper.make_node("MatMul", ["feat", "w2"], ["au_mm"]),
+             helper.make_node("Add", ["au_mm", "b2"], ["au_logits"])]
+    outputs = [helper.make_tensor_value_info("au_probs", TensorProto.FLOAT, [batch, len(au_names)])]
+    inits = [numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(b2, "b2")]
+    if not au_only:
+        nodes += [helper.make_node("MatMul", ["feat", "w1"], ["em_mm"]),
+                  helper.make_node("Add", ["em_mm", "b1"], ["em_logits"]),
+                  helper.make_node("Softmax", ["em_logits"], ["emotion_probs"], axis=1)]
+        outputs.insert(0, helper.make_tensor_value_info("emotion_probs", TensorProto.FLOAT,
+                                                        [batch, len(labels)]))
+        inits += [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1")]
+    inputs = [helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 3, h, w])]
+    extra_inputs = {}
+    if extra_input == "landmarks":
+        inputs.append(helper.make_tensor_value_info("landmarks", TensorProto.FLOAT,
+                                                    [batch, 68, 2]))
+        nodes += [helper.make_node("ReduceMean", ["landmarks"], ["lm_mean"], axes=[2],
+                                   keepdims=0),
+                  helper.make_node("ReduceMean", ["lm_mean"], ["lm_mean2"], axes=[1],
+                                   keepdims=1),
+                  helper.make_node("Add", ["au_logits", "lm_mean2"], ["au_logits_lm"])]
+        extra_inputs = {"landmarks": {"name": "landmarks", "shape": ["batch", 68, 2],
+                                      "units": "fractions of the aligned face crop"}}
+    elif extra_input == "pose":
+        inputs.append(helper.make_tensor_value_info("pose", TensorProto.FLOAT, [batch, 3]))
+        nodes.append(helper.make_node("Identity", ["pose"], ["pose_out"]))
+        outputs.append(helper.make_tensor_value_info("pose_out", TensorProto.FLOAT, [batch, 3]))
+    nodes.append(helper.make_node("Sigmoid", ["au_logits" if extra_input != "landmarks"
+                                              else "au_logits_lm"], ["au_probs"]))
+    graph = helper.make_graph(nodes, "aue_test_standin", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="aue-edge-tests")
+    onnx.checker.check_model(model)
+    path = out_dir / file_name
+    onnx.save(model, str(path))
+    card = ModelCard(
+        model_name="test-standin (not a trained model)",
+        input=InputSpec(name="image", size_px=tuple(size_px), color=color),
+        alignment=AlignmentSpec(template_5pt=FERPLUS_TEMPLATE_5PT, source="FER+ template"),
+        outputs=OutputSpec(emotion_probs=None if au_only else "emotion_probs",
+                           au_probs="au_probs", emotion_labels=() if au_only else labels,
+                           au_names=au_names, au_threshold=0.5),
+        extra_inputs=extra_inputs,
+        provenance={"note": "built by tests/test_edge_pipeline.py; not trained"})
+    card.save(out_dir)
+    return path
+
+
+def expected_outputs(frame_bgr, landmarks5, card: ModelCard, seed: int = SEED):
+    """What the stand-in must output for these faces, computed with numpy one face at a time."""
+    w1, b1, w2, b2 = standin_weights(len(card.outputs.emotion_labels) or 8,
+                                     len(card.outputs.au_names), seed)
+    emotions, aus = [], []
+    for lm in landmarks5:
+        crop = align_faces(frame_bgr, lm[None], card.alignment.template_5pt,
+                           card.input.size_px)
+        feat = to_model_input(crop, card.input).mean(axis=(2, 3))[0]
+        logits = feat @ w1 + b1
+        e = np.exp(logits - logits.max())
+        emotions.append(e / e.sum())
+        aus.append(1.0 / (1.0 + np.exp(-(feat @ w2 + b2))))
+    return np.array(emotions), np.array(aus)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("standin")
+    build_standin_model(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def three_faces_bgr(astronaut_bgr) -> np.ndarray:
+    """Three real faces in one frame: the astronaut at three scales, one mirrored."""
+    canvas = np.full((420, 900, 3), 128, np.uint8)
+    head = astronaut_bgr[20:240, 135:315]
+    for (x, y), height, flip in (((20, 60), 300, False), ((340, 120), 220, True),
+                                 ((600, 40), 260, False)):
+        scaled = cv2.resize(head, (int(head.shape[1] * height / head.shape[0]), height))
+        if flip:
+            scaled = scaled[:, ::-1]
+        canvas[y:y + scaled.shape[0], x:x + scaled.shape[1]] = scaled
+    return canvas
+
+
+def make_pipeline(model_dir: Path, **overrides) -> Pipeline:
+    fields = {"smoothing": "none", "num_threads": 1, **overrides}
+    return Pipeline.from_model_dir(model_dir, **fields)
+
+
+# ---------------------------------------------------------------------------------- config
+def test_shipped_yaml_documents_the_defaults(repo_root):
+    """config/pipeline.yaml must load and say exactly the dataclass defaults."""
+    assert PipelineConfig.from_yaml(repo_root / "config" / "pipeline.yaml") == PipelineConfig()
+
+
+def test_yaml_errors_name_line_and_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("backend: ort\nsmoothing: kalman\nema_alpha: 1.5\nort_providers: [cpu]\n")
+    with pytest.raises(ConfigError) as err:
+        PipelineConfig.from_yaml(path)
+    text = str(err.value)
+    assert "line 2" in text and "'smoothing'" in text and "kalman" in text
+    assert "line 3" in text and "'ema_alpha'" in text
+    assert "ort_providers" not in text  # a valid list next to invalid fields is not reported
+    path.write_text("backend: ort\nbackedn: trt\n")
+    with pytest.raises(ConfigError, match=r"line 2: unknown field 'backedn'"):
+        PipelineConfig.from_yaml(path)
+    path.write_text("max_faces: true\n")
+    with pytest.raises(ConfigError, match="max_faces"):
+        PipelineConfig.from_yaml(path)
+    path.write_text("backend: [ort\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        PipelineConfig.from_yaml(path)
+
+
+def test_overrides_win_and_are_validated(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("smoothing: ema\nmax_faces: 3\nort_providers: [cpu]\n")
+    config = PipelineConfig.from_yaml(path, smoothing="one_euro")
+    assert config.smoothing == "one_euro" and config.max_faces == 3
+    assert config.ort_providers == ("cpu",)
+    with pytest.raises(ConfigError, match="override: field 'backend'"):
+        config.replace(backend="tensorflow")
+
+
+def test_model_file_rule_prefers_int8_onnx_and_names_what_it_looked_for(tmp_path):
+    build_standin_model(tmp_path)
+    assert resolve_model_file(tmp_path, "auto", "ort").name == "model.onnx"
+    build_standin_model(tmp_path, file_name="model.int8.onnx")
+    assert resolve_model_file(tmp_path, "auto", "ort").name == "model.int8.onnx"
+    assert resolve_model_file(tmp_path, "model.onnx", "ort").name == "model.onnx"
+    # one card.json (FP32) serves both files; the INT8 file's own embedded card must win
+    int8 = onnx.load(str(tmp_path / "model.int8.onnx"))
+    embed_card_in_onnx(int8, ModelCard.load(tmp_path / "card.json").replace(
+        precision="int8-qdq"))
+    onnx.save(int8, str(tmp_path / "model.int8.onnx"))
+    assert find_model_card(tmp_path / "model.int8.onnx").precision == "int8-qdq"
+    assert find_model_card(tmp_path / "model.onnx").precision == "fp32"
+    with Pipeline.from_model_dir(tmp_path, num_threads=1) as pipeline:
+        assert pipeline.model.path.name == "model.int8.onnx"
+        assert pipeline.card.precision == "int8-qdq"
+    with pytest.raises(ModelFileError, match="model.int8.engine, model.fp16.engine, model.engine"):
+        resolve_model_file(tmp_path, "auto", "trt")
+    with pytest.raises(ModelFileError, match="does not exist"):
+        resolve_model_file(tmp_path / "nowhere", "auto", "ort")
+
+
+# ---------------------------------------------------------------------------------- one frame
+def test_one_real_face_matches_numpy_reference(model_dir, astronaut_bgr):
+    with make_pipeline(model_dir) as pipeline:
+        result = pipeline.process(astronaut_bgr, timestamp_s=0.0)
+        detections = pipeline.detector.detect(astronaut_bgr)
+        assert pipeline.emotion_labels == FERPLUS_LABELS and pipeline.au_names == AUECRL_AUS
+    assert set(result.timings_ms) == {"detect", "align", "infer", "postprocess", "total"}
+    assert all(v >= 0 for v in result.timings_ms.values())
+    assert (result.width, result.height) == (512, 512) and len(result.faces) == 1
+    face = result.faces[0]
+    want_em, want_au = expected_outputs(astronaut_bgr, detections.landmarks5, pipeline.card)
+    np.testing.assert_allclose(face.emotion_probs, want_em[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(face.au_probs, want_au[0], rtol=1e-4, atol=1e-5)
+    assert face.emotion_label == FERPLUS_LABELS[int(np.argmax(want_em[0]))]
+    np.testing.assert_array_equal(face.au_active, want_au[0] >= 0.5)
+    # the face is where the astronaut's face is (YuNet box about x 178-268, y 63-176)
+    assert 150 < face.box_xyxy[0] < 200 and 240 < face.box_xyxy[2] < 300
+    line = face.to_json(FERPLUS_LABELS, AUECRL_AUS)
+    assert abs(sum(line["emotion_probs"].values()) - 1.0) < 1e-3
+
+
+def test_three_faces_one_batch_equal_chunked_batch_of_one(model_dir, three_faces_bgr, tmp_path):
+    """A model with a fixed batch of 1 forces 3 inferences; results must equal the batched run
+    and the per-face numpy reference, in detection order."""
+    build_standin_model(tmp_path, batch=1)
+    with make_pipeline(model_dir) as batched, make_pipeline(tmp_path) as chunked:
+        assert chunked.model.batch_limit == 1 and batched.model.batch_limit is None
+        a = batched.process(three_faces_bgr, 0.0)
+        b = chunked.process(three_faces_bgr, 0.0)
+        detections = batched.detector.detect(three_faces_bgr)
+    assert len(a.faces) == len(b.faces) == 3
+    assert len({f.track_id for f in a.faces}) == 3
+    want_em, want_au = expected_outputs(three_faces_bgr, detections.landmarks5, batched.card)
+    for k, (fa, fb) in enumerate(zip(a.faces, b.faces)):
+        np.testing.assert_allclose(fa.emotion_probs, fb.emotion_probs, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fa.emotion_probs, want_em[k], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(fb.au_probs, want_au[k], rtol=1e-4, atol=1e-5)
+
+
+def test_ids_stable_while_moving_and_new_after_expiry(model_dir, astronaut_bgr):
+    blank = np.full_like(astronaut_bgr, 127)
+    with make_pipeline(model_dir, track_max_age_frames=2) as pipeline:
+        ids = []
+        for step in range(4):  # the face moves 6 px per frame
+            shifted = np.roll(astronaut_bgr, 6 * step, axis=1)
+            ids.append(pipeline.process(shifted, timestamp_s=step / 10).faces[0].track_id)
+        assert ids == [ids[0]] * 4
+        assert pipeline.process(blank, 0.4).faces == []           # 0 faces: handled
+        assert pipeline.process(astronaut_bgr, 0.5).faces[0].track_id == ids[0]  # within age
+        for k in range(3):                                         # gone longer than 2 frames
+            pipeline.process(blank, 0.6 + k / 10)
+        assert pipeline.process(astronaut_bgr, 1.0).faces[0].track_id != ids[0]
+
+
+def test_ema_smoothing_per_track_and_reset_on_new_id(model_dir, astronaut_bgr):
+    dark = (astronaut_bgr * 0.5).astype(np.uint8)
+    with make_pipeline(model_dir) as raw, make_pipeline(model_dir, smoothing="ema",
+                                                        ema_alpha=0.25) as smooth:
+        r0, s0 = raw.process(astronaut_bgr, 0.0), smooth.process(astronaut_bgr, 0.0)
+        r1, s1 = raw.process(dark, 0.1), smooth.process(dark, 0.1)
+    np.testing.assert_allclose(s0.faces[0].emotion_probs, r0.faces[0].emotion_probs, atol=1e-6)
+    expected = 0.25 * r1.faces[0].emotion_probs + 0.75 * r0.faces[0].emotion_probs
+    np.testing.assert_allclose(s1.faces[0].emotion_probs, expected, atol=1e-5)
+    assert not np.allclose(r0.faces[0].emotion_probs, r1.faces[0].emotion_probs, atol=1e-3)
+    assert abs(float(s1.faces[0].emotion_probs.sum()) - 1.0) < 1e-5
+
+
+# ---------------------------------------------------------------------------------- bad input
+def test_awkward_frames_are_handled_and_bad_ones_rejected(model_dir, astronaut_bgr):
+    with make_pipeline(model_dir, max_faces=2) as pipeline:
+        as16 = astronaut_bgr.astype(np.uint16) * 257
+        assert len(pipeline.process(as16, 0.0).faces) == 1
+        bgra = np.dstack([astronaut_bgr, np.full(astronaut_bgr.shape[:2], 255, np.uint8)])
+        assert len(pipeline.process(bgra, 0.1).faces) == 1
+        frame_4k = np.zeros((2160, 3840, 3), np.uint8)
+        frame_4k[800:1312, 1600:2112] = astronaut_bgr
+        result = pipeline.process(frame_4k, 0.2)
+        assert (result.width, result.height) == (3840, 2160) and len(result.faces) == 1
+        assert 1600 < result.faces[0].box_xyxy[0] < 2112
+        for bad in (np.zeros((0, 0, 3), np.uint8), np.full((8, 8, 3), np.nan, np.float32),
+                    np.zeros((4, 4, 4, 4), np.uint8)):
+            with pytest.raises(InputImageError):
+                pipeline.process(bad, 0.3)
+
+
+def test_twenty_faces_and_max_faces(model_dir, astronaut_bgr):
+    head = cv2.resize(astronaut_bgr[20:240, 135:315], (90, 110))
+    grid = np.full((4 * 120, 5 * 100, 3), 128, np.uint8)
+    for r in range(4):
+        for c in range(5):
+            grid[r * 120 + 5:r * 120 + 115, c * 100 + 5:c * 100 + 95] = head
+    with make_pipeline(model_dir, max_faces=None) as pipeline:
+        faces = pipeline.process(grid, 0.0).faces
+    assert len(faces) == 20 and len({f.track_id for f in faces}) == 20
+    assert all(f.emotion_probs.shape == (8,) and f.au_probs.shape == (17,) for f in faces)
+    with make_pipeline(model_dir, max_faces=5) as pipeline:
+        assert len(pipeline.process(grid, 0.0).faces) == 5
+
+
+def test_missing_corrupt_and_mismatched_models(tmp_path, astronaut_bgr):
+    with pytest.raises(ModelFileError, match="does not exist"):
+        Pipeline.from_model_dir(tmp_path / "absent")
+    corrupt = tmp_path / "corrupt"
+    build_standin_model(corrupt)
+    (corrupt / "model.onnx").write_bytes(b"\x08\x07not really onnx")
+    with pytest.raises(ModelFileError, match="could not load"):
+        Pipeline.from_model_dir(corrupt)
+    no_card = tmp_path / "nocard"
+    build_standin_model(no_card)
+    (no_card / "card.json").unlink()
+    with pytest.raises(ModelCardError, match="no model card"):
+        Pipeline.from_model_dir(no_card)
+    wrong_labels = tmp_path / "wrong"
+    build_standin_model(wrong_labels, labels=FERPLUS_LABELS[:7])
+    card = json.loads((wrong_labels / "card.json").read_text())
+    card["outputs"]["emotion_labels"] = list(FERPLUS_LABELS)   # card says 8, model gives 7
+    (wrong_labels / "card.json").write_text(json.dumps(card))
+    with Pipeline.from_model_dir(wrong_labels) as pipeline:
+        with pytest.raises(ModelCardError, match=r"shape \(1, 7\)"):
+            pipeline.process(astronaut_bgr, 0.0)
+    extra = tmp_path / "extra"
+    build_standin_model(extra, extra_input="pose")
+    with pytest.raises(ModelFileError, match=r"inputs \['pose'\] that the pipeline cannot feed"):
+        Pipeline.from_model_dir(extra)
+
+
+def test_au_model_replaces_the_au_output(model_dir, astronaut_bgr, tmp_path):
+    """An AU-only model with its own input size, colour and AU list replaces the AU output."""
+    bp4d = tuple(f"AU{n}" for n in (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24))
+    build_standin_model(tmp_path, size_px=(96, 96), color="rgb", au_names=bp4d, au_only=True,
+                        seed=7)
+    with make_pipeline(model_dir, au_model_dir=str(tmp_path), au_threshold=0.3) as pipeline:
+        assert pipeline.au_names == bp4d and pipeline.emotion_labels == FERPLUS_LABELS
+        face = pipeline.process(astronaut_bgr, 0.0).faces[0]
+        detections = pipeline.detector.detect(astronaut_bgr)
+        _, want_au = expected_outputs(astronaut_bgr, detections.landmarks5,
+                                      pipeline.au_model.card, seed=7)
+    assert face.au_probs.shape == (12,) and face.emotion_probs.shape == (8,)
+    np.testing.assert_allclose(face.au_probs, want_au[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(face.au_active, want_au[0] >= 0.3)
+
+
+def test_close_is_idempotent_and_backend_refuses_after_close(model_dir, astronaut_bgr):
+    pipeline = make_pipeline(model_dir)
+    backend = pipeline.model.backend
+    pipeline.close()
+    pipeline.close()
+    with pytest.raises(ModelFileError, match="closed"):
+        backend.infer({"image": np.zeros((1, 3, 112, 112), np.float32)})
+
+
+def test_au_model_with_landmarks_input_gets_mean_shape_points(model_dir, astronaut_bgr, tmp_path):
+    """LP-Net-style AU model: its declared (N, 68, 2) 'landmarks' input receives the mean
+    shape in crop fractions (the default provider), in every chunk."""
+    from aue_edge.edge.face.landmarks import mean_shape_68
+
+    build_standin_model(tmp_path, au_only=True, extra_input="landmarks", batch=1, seed=3)
+    with make_pipeline(model_dir, au_model_dir=str(tmp_path)) as pipeline:
+        assert pipeline.au_model.needs_landmarks and not pipeline.model.needs_landmarks
+        faces = pipeline.process(np.concatenate([astronaut_bgr, astronaut_bgr], axis=1),
+                                 0.0).faces
+        detections = pipeline.detector.detect(np.concatenate([astronaut_bgr] * 2, axis=1))
+    _, plain_au = expected_outputs(np.concatenate([astronaut_bgr] * 2, axis=1),
+                                   detections.landmarks5, pipeline.au_model.card, seed=3)
+    shift = float(mean_shape_68(FERPLUS_TEMPLATE_5PT).mean())
+    want = 1.0 / (1.0 + np.exp(-(np.log(plain_au / (1 - plain_au)) + shift)))
+    assert len(faces) == 2
+    for face, expected in zip(faces, want):
+        np.testing.assert_allclose(face.au_probs, expected, rtol=1e-4, atol=1e-5)

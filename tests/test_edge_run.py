@@ -1,0 +1,140 @@
+"""``aue run`` end to end on the bundled demo clip and on image folders with bad files, through
+the real CLI dispatch, real YuNet and real ONNX Runtime (with the test stand-in model from
+test_edge_pipeline, not the product's model)."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+from test_edge_pipeline import FERPLUS_LABELS, build_standin_model
+
+from aue_edge.cli import main as aue_main
+from aue_edge.edge.errors import ConfigError
+from aue_edge.edge.run import parse_source
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("run_model")
+    build_standin_model(directory)
+    return directory
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_demo_clip_tracks_one_then_three_faces(repo_root, model_dir, tmp_path):
+    clip = repo_root / "edge" / "samples" / "demo_clip.mp4"
+    out = tmp_path / "demo"
+    code = aue_main(["run", "--source", str(clip), "--out", str(out), "--model", str(model_dir),
+                     "--threads", "1", "--no-progress"])
+    assert code == 0
+    lines = read_jsonl(out / "results.jsonl")
+    assert len(lines) == 75 and [ln["frame_index"] for ln in lines] == list(range(75))
+    assert lines[10]["timestamp_s"] == pytest.approx(1.0)          # 10 fps clip
+    scene1 = [ln["faces"] for ln in lines[:30]]
+    assert all(len(faces) == 1 for faces in scene1)
+    assert {faces[0]["id"] for faces in scene1} == {1}               # one stable ID while panning
+    scene2_ids = [sorted(f["id"] for f in ln["faces"]) for ln in lines[31:55]]
+    assert all(len(ids) == 3 for ids in scene2_ids)
+    assert all(ids == scene2_ids[0] for ids in scene2_ids)         # three stable IDs
+    face = lines[40]["faces"][0]
+    assert set(face["emotion_probs"]) == set(FERPLUS_LABELS)
+    assert abs(sum(face["emotion_probs"].values()) - 1) < 1e-3 and len(face["au_probs"]) == 17
+    assert set(lines[0]["timings_ms"]) == {"detect", "align", "infer", "postprocess", "total"}
+    video = cv2.VideoCapture(str(out / "annotated.mp4"))
+    frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, first = video.read()
+    video.release()
+    assert ok and first.shape == (360, 480, 3) and frames == 75
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 75 and summary["max_faces_in_frame"] == 3
+    assert cv2.imread(str(out / "latency.png")) is not None
+    assert summary["faces"] == 30 + 25 * 3 + 20
+
+
+def test_image_folder_skips_and_counts_bad_files(model_dir, astronaut_bgr, tmp_path, capsys):
+    src = tmp_path / "images"
+    src.mkdir()
+    cv2.imwrite(str(src / "a_face.png"), astronaut_bgr)
+    cv2.imwrite(str(src / "b_face16.png"), astronaut_bgr.astype(np.uint16) * 257)
+    cv2.imwrite(str(src / "c_empty_scene.jpg"), np.full((240, 320, 3), 90, np.uint8))
+    (src / "d_truncated.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    code = aue_main(["run", "--source", str(src), "--out", str(out), "--model", str(model_dir),
+                     "--max-faces", "3", "--no-progress"])
+    assert code == 0
+    lines = read_jsonl(out / "results.jsonl")
+    assert [ln["source"] for ln in lines] == ["a_face.png", "b_face16.png", "c_empty_scene.jpg"]
+    assert [len(ln["faces"]) for ln in lines] == [1, 1, 0]
+    # independent images: each face starts a fresh track (no smoothing across photos)
+    assert lines[0]["faces"][0]["id"] != lines[1]["faces"][0]["id"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"]["unreadable"] == ["d_truncated.png"]
+    assert summary["skipped"]["non_image_files"] == ["notes.txt"]
+    pngs = sorted(p.name for p in (out / "annotated").iterdir())
+    assert pngs == ["00000_a_face.png", "00001_b_face16.png", "00002_c_empty_scene.png"]
+    drawn = cv2.imread(str(out / "annotated" / "00000_a_face.png"))
+    assert drawn.shape == astronaut_bgr.shape and not np.array_equal(drawn, astronaut_bgr)
+    err = capsys.readouterr().err
+    assert "d_truncated.png: unreadable" in err and "1 unreadable" in err
+
+
+def test_damaged_video_frames_are_skipped_and_the_stream_goes_on(repo_root, model_dir,
+                                                                 tmp_path):
+    data = bytearray((repo_root / "edge" / "samples" / "demo_clip.mp4").read_bytes())
+    start = len(data) // 3
+    data[start:start + 20000] = bytes(20000)   # zero a stretch in the middle of the stream
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    assert aue_main(["run", "--source", str(damaged), "--out", str(out), "--model",
+                     str(model_dir), "--no-annotate", "--no-progress", "--max-frames", "45"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    bad = summary["skipped"]["unreadable"]
+    assert bad and all(name.startswith("damaged.mp4#") for name in bad)
+    assert summary["frames"] + len(bad) == 45
+    indices = [line["frame_index"] for line in read_jsonl(out / "results.jsonl")]
+    bad_indices = {int(name.split("#")[1]) for name in bad}
+    assert indices[-1] == 44 and bad_indices.isdisjoint(indices)   # video frame numbers
+
+
+def test_bad_sources_and_models_fail_with_clear_errors(model_dir, tmp_path, capsys):
+    assert parse_source("webcam") == ("webcam", 0)
+    assert parse_source("webcam:2") == ("webcam", 2)
+    with pytest.raises(ConfigError, match="webcam:N"):
+        parse_source("webcam:usb")
+    code = aue_main(["run", "--source", str(tmp_path / "nope.mp4"), "--out", str(tmp_path / "o"),
+                     "--model", str(model_dir)])
+    assert code == 2 and "no such file or folder" in capsys.readouterr().err
+    broken = tmp_path / "broken_model"
+    build_standin_model(broken)
+    (broken / "model.onnx").write_bytes(b"")
+    image = tmp_path / "one.png"
+    cv2.imwrite(str(image), np.zeros((64, 64, 3), np.uint8))
+    code = aue_main(["run", "--source", str(image), "--out", str(tmp_path / "o2"),
+                     "--model", str(broken)])
+    assert code == 2 and "could not load" in capsys.readouterr().err
+    code = aue_main(["run", "--source", str(image), "--out", str(tmp_path / "o3"),
+                     "--model", str(model_dir), "--max-frames", "0"])
+    assert code == 2 and "--max-frames" in capsys.readouterr().err
+
+
+def test_make_demo_command_with_the_shipped_model_reads_the_smile(repo_root, tmp_path):
+    """`make demo`'s command on the shipped model (INT8 if present, per the model-file rule):
+    the astronaut smiles in every frame, so every face must come out as happiness."""
+    model_dir = repo_root / "edge" / "models" / "aue_crl"
+    if not (model_dir / "model.onnx").is_file():
+        pytest.fail(f"the shipped model is missing from {model_dir} (make demo needs it)")
+    out = tmp_path / "demo"
+    assert aue_main(["run", "--source", str(repo_root / "edge" / "samples" / "demo_clip.mp4"),
+                     "--out", str(out), "--max-frames", "40", "--threads", "1",
+                     "--no-progress"]) == 0
+    faces = [f for line in read_jsonl(out / "results.jsonl") for f in line["faces"]]
+    assert len(faces) == 30 + 10 * 3
+    assert {f["emotion"] for f in faces} == {"happiness"}
+    assert all(len(f["au_probs"]) == 17 for f in faces)
