@@ -8,9 +8,12 @@ STAMP := $(VENV)/.aue-installed
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt setup.py package.xml
+MSGS := aue_msgs/CMakeLists.txt aue_msgs/package.xml aue_msgs/pyproject.toml $(wildcard aue_msgs/msg/*.msg)
+
+$(STAMP): requirements.txt setup.py package.xml $(MSGS)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -r requirements.txt
+	$(PY) -m pip install --no-build-isolation ./aue_msgs
 	$(PY) -m pip install --no-deps -e .
 	touch $(STAMP)
 

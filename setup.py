@@ -42,6 +42,8 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/config", glob("config/*")),
         (f"share/{PACKAGE}/launch", glob("launch/*")),
+        # `ros2 run aue_edge <node>` looks in <prefix>/lib/aue_edge/; console scripts stay in bin/.
+        (f"lib/{PACKAGE}", glob("ros_nodes/bin/*")),
     ],
     python_requires=">=3.10",
     install_requires=[
@@ -68,6 +70,9 @@ setup(
     entry_points={
         "console_scripts": [
             "aue = aue_edge.cli:main",
+            "aue-perception = aue_edge.ros_nodes.perception_node:main",
+            "aue-image-source = aue_edge.ros_nodes.image_source:main",
+            "aue-emotion-listener = aue_edge.ros_nodes.emotion_listener:main",
         ],
     },
     zip_safe=False,
