@@ -218,20 +218,31 @@ def embed_card_in_onnx(model: Any, card: ModelCard) -> None:
 
 
 def find_card(model_path: str | Path) -> ModelCard:
-    """The card for a model file: ``card.json`` beside it first, else the ONNX metadata.
+    """The card for a model file.
 
-    Raises :class:`ModelCardError` naming both places when neither has one.
+    In order: the card embedded in an ``.onnx`` file's metadata (one folder often holds
+    ``model.onnx`` and ``model.int8.onnx`` beside a single ``card.json`` written for the FP32
+    export, so the file's own card is the one that is right about its precision); then
+    ``<file name>.card.json`` beside it (e.g. ``model.int8.card.json``); then ``card.json``.
+    Raises :class:`ModelCardError` naming every place looked at when none has one.
     """
+    from google.protobuf.message import DecodeError
+
     model_path = Path(model_path)
+    if model_path.suffix.lower() == ".onnx" and model_path.is_file():
+        try:
+            embedded = card_from_onnx(model_path)
+        except (DecodeError, ValueError, OSError):
+            embedded = None  # not a readable ONNX file: opening the backend reports that clearly
+        if embedded is not None:
+            return embedded
+    own = model_path.with_name(model_path.stem + ".card.json")
     beside = model_path.parent / CARD_FILENAME
-    if beside.is_file():
-        return ModelCard.load(beside)
-    if model_path.suffix == ".onnx" and model_path.is_file():
-        card = card_from_onnx(model_path)
-        if card is not None:
-            return card
+    for candidate in (own, beside):
+        if candidate.is_file():
+            return ModelCard.load(candidate)
     raise ModelCardError(
-        f"no model card for {model_path}: looked for {beside} and for ONNX metadata "
-        f"'{METADATA_KEY}'. Export the model with 'aue export' (it writes both), or write a "
-        f"card.json beside it."
+        f"no model card for {model_path}: looked for ONNX metadata '{METADATA_KEY}', {own} and "
+        f"{beside}. Export the model with 'aue export' (it writes both), or write a card.json "
+        f"beside it."
     )

@@ -280,7 +280,7 @@ def resolve_model_file(model_dir: str | Path | None, model_file: str, backend: s
 
 def _batch_limit(backend: Backend, input_name: str) -> int | None:
     """Largest batch one inference may take: the engine profile's max, or a fixed ONNX batch."""
-    limit = getattr(backend, "max_batch_size", None)
+    limit = backend.max_batch_size
     if limit:
         return int(limit)
     for info in backend.inputs:

@@ -24,6 +24,8 @@ class Backend(abc.ABC):
     """Run a model: ``outputs = backend.infer({"image": batch})``. Use as a context manager."""
 
     name: str = "backend"
+    # Largest batch one call accepts (a TensorRT profile's max); None means unbounded.
+    max_batch_size: int | None = None
 
     @property
     @abc.abstractmethod

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from google.protobuf.message import DecodeError  # what onnx.load raises on a corrupt file
-
 from aue_edge.edge.backends.base import Backend
 from aue_edge.edge.errors import ConfigError, ModelCardError, ModelFileError
-from aue_edge.edge.model_card import ModelCard, card_from_onnx, find_card
+from aue_edge.edge.model_card import ModelCard, find_card
 
 BACKEND_KINDS = ("ort", "trt")
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
@@ -52,15 +50,7 @@ def create_backend(model_path: str | Path, kind: str = "ort", *, num_threads: in
 
 
 def find_model_card(model_path: str | Path) -> ModelCard:
-    """The card of one model file.
-
-    - an engine: the card in its sidecar JSON;
-    - an ``.onnx`` with a card in its own metadata: that card. One folder often holds
-      ``model.onnx`` and ``model.int8.onnx`` beside a single ``card.json`` (written for the
-      FP32 export), so the file's embedded card is the one that is right about the file
-      (precision, calibration);
-    - otherwise ``find_card`` (``card.json`` beside the file).
-    """
+    """The card of one model file: an engine's from its sidecar JSON, else :func:`find_card`."""
     model_path = Path(model_path)
     if model_path.suffix.lower() in ENGINE_SUFFIXES:
         from aue_edge.edge.backends.tensorrt_backend import read_sidecar
@@ -71,11 +61,4 @@ def find_model_card(model_path: str | Path) -> ModelCard:
                                  f"model card; the pipeline runs it as detector_model, not as "
                                  f"the emotion / AU model")
         return ModelCard.from_dict(sidecar["model_card"], origin=f"{model_path} sidecar")
-    if model_path.suffix.lower() == ".onnx" and model_path.is_file():
-        try:
-            embedded = card_from_onnx(model_path)
-        except (DecodeError, ValueError, OSError):
-            embedded = None  # not a readable ONNX file: opening the backend reports it clearly
-        if embedded is not None:
-            return embedded
     return find_card(model_path)
