@@ -1,0 +1,404 @@
+"""One INT8 calibration run: FP32 ONNX + real faces -> cache, Q/DQ model, report.
+
+The calibration stage of the flow (train -> **calibration** -> edge), behind ``aue calibrate``:
+
+1. statistics: the model, with every activation exposed as an output, runs in ONNX Runtime on
+   the calibration faces (edge preprocessing from the card); streaming histograms per tensor;
+2. thresholds from the chosen calibrator (entropy, percentile, minmax);
+3. ``calibration.cache`` (TensorRT 8.5 implicit INT8) for every activation tensor;
+4. ``model.int8.onnx`` (explicit Q/DQ for TensorRT 10+ / ONNX Runtime) with the card embedded
+   (precision ``int8-qdq``) and a card JSON beside it;
+5. held-out evaluation of FP32 vs INT8 and ``calibration_report.json`` + plots.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from aue_edge import __version__
+from aue_edge.calibration.calibrators import (clipped_fraction, compute_thresholds,
+                                              quantization_snr_db)
+from aue_edge.calibration.config import CalibrationConfig
+from aue_edge.calibration.graph import (activation_tensors, graph_inputs, load_model,
+                                        opset_version, temporary_model_file,
+                                        with_extra_outputs)
+from aue_edge.calibration.qdq import (QuantizationPlan, inspect_qdq, insert_qdq,
+                                      plan_quantization)
+from aue_edge.calibration.report import OutputAgreement, TensorSnr, write_plots
+from aue_edge.calibration.sources import (FaceSource, UsageLog, iter_face_batches,
+                                          seeded_order)
+from aue_edge.calibration.stats import StatsCollector
+from aue_edge.calibration.trt_cache import ALGORITHM_BY_METHOD, write_cache
+from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
+from aue_edge.edge.errors import CalibrationError, ModelFileError
+from aue_edge.edge.model_card import CARD_FILENAME, ModelCard, embed_card_in_onnx
+from aue_edge.edge.preprocess import to_model_input
+
+INT8_MODEL_FILENAME = "model.int8.onnx"
+CACHE_FILENAME = "calibration.cache"
+REPORT_FILENAME = "calibration_report.json"
+IMAGES_FILENAME = "calibration_images.tsv"
+REPORT_SCHEMA = "aue_calibration_report/1"
+MOST_HURT_COUNT = 10
+CLIP_WARNING_FRACTION = 0.01   # warn when a threshold clips more than 1 % of a tensor's values
+
+
+@dataclass(frozen=True)
+class CalibrationOutputs:
+    out_dir: Path
+    int8_model: Path
+    cache: Path
+    report: Path
+    card: Path
+    summary: dict
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _backend(path: Path, config: CalibrationConfig) -> OrtBackend:
+    return OrtBackend(path, num_threads=config.num_threads or None)
+
+
+def _check_model_input(model: onnx.ModelProto, card: ModelCard, model_path: Path) -> str:
+    names = [vi.name for vi in graph_inputs(model)]
+    if names != [card.input.name]:
+        raise ModelFileError(
+            f"{model_path}: calibration feeds one image input named {card.input.name!r} (from "
+            f"the model card), but the model's run-time inputs are {names}. Models with extra "
+            f"inputs are not supported by 'aue calibrate'; check that the card belongs to "
+            f"this model")
+    return card.input.name
+
+
+def _label_map(source: FaceSource, card: ModelCard) -> np.ndarray | None:
+    """Index in the card's emotion labels of each of the source's labels (-1 if absent)."""
+    if not source.labels or not card.outputs.emotion_labels or \
+            card.outputs.emotion_probs is None:
+        return None
+    card_index = {name: i for i, name in enumerate(card.outputs.emotion_labels)}
+    return np.array([card_index.get(name, -1) for name in source.labels], dtype=np.int64)
+
+
+def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
+              eval_source: FaceSource | None, config: CalibrationConfig, out_dir: str | Path,
+              eval_continues_calib: bool = False, progress: bool = True
+              ) -> CalibrationOutputs:
+    """Run the whole calibration; see the module docstring.
+
+    ``eval_source`` is the held-out source (None: no evaluation, recorded as a warning).
+    ``eval_continues_calib``: the held-out images are the ones after the calibration images in
+    the same seeded order of ``calib_source`` (``eval_source`` must be that source).
+    """
+    model_path = Path(model_path)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    warnings: list[str] = []
+    if (out_dir / INT8_MODEL_FILENAME).resolve() == model_path.resolve():
+        raise CalibrationError(f"--out {out_dir} would overwrite the input model {model_path}; "
+                               f"calibrate the FP32 model or choose another folder")
+    model = load_model(model_path)
+    if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
+        raise CalibrationError(f"{model_path} is already quantised (it has Q/DQ nodes); "
+                               f"calibrate the FP32 model that 'aue export' wrote")
+    input_name = _check_model_input(model, card, model_path)
+    activations = activation_tensors(model)
+    plan = plan_quantization(model, tuple(config.quantize_op_types), tuple(config.keep_fp32),
+                             config.qdq_placement)
+    if not plan.quantized:
+        raise CalibrationError(f"{model_path}: no {list(config.quantize_op_types)} node can be "
+                               f"quantised (kept: {plan.kept_fp32}, skipped: {plan.skipped}); "
+                               f"an int8 model would be identical to the FP32 one")
+    for name, why in plan.skipped:
+        warnings.append(f"node {name} left in FP32: {why}")
+
+    # 1. statistics on the calibration faces
+    collector = StatsCollector(activations, config.num_bins)
+    calib_log = UsageLog("calibration", config.num_images)
+    calib_order = seeded_order(len(calib_source), config.seed)
+    measure = with_extra_outputs(model, activations)
+    with temporary_model_file(measure) as measure_path, _backend(measure_path, config) as fp32:
+        bar = tqdm(total=config.num_images, desc="calibration statistics", unit="img",
+                   disable=not progress)
+        for batch in iter_face_batches(calib_source, calib_order, calib_log, config.batch_size):
+            feeds = {input_name: to_model_input([item.face for item in batch], card.input)}
+            collector.update(fp32.infer(feeds), len(batch))
+            bar.update(len(batch))
+        bar.close()
+    if calib_log.used < config.min_images:
+        raise CalibrationError(
+            f"only {calib_log.used} usable calibration images (of {len(calib_source)} "
+            f"candidates; skipped: {dict(calib_log.skipped) or 'none'}), at least "
+            f"{config.min_images} are needed (min_images); add images or lower --min-images")
+    if calib_log.used < config.num_images:
+        warnings.append(f"{config.num_images} calibration images requested, only "
+                        f"{calib_log.used} usable (skipped: {dict(calib_log.skipped) or 'none'})")
+    if calib_log.skipped:
+        warnings.append(f"calibration images without a usable face: "
+                        f"{dict(calib_log.skipped)}")
+    for name, count in collector.nonfinite_tensors().items():
+        warnings.append(f"tensor {name}: {count} NaN/inf values on calibration images were left "
+                        f"out of its histogram; the FP32 model itself is unstable there")
+
+    # 2. thresholds
+    thresholds = compute_thresholds(collector.histograms, config.method, config.percentile,
+                                    config.entropy_start_bin, config.entropy_max_clip_fraction,
+                                    config.entropy_flatten_zero_bin, progress=progress)
+    amax = {name: t.amax for name, t in thresholds.items()}
+    by_note: dict[str, list[str]] = {}
+    for name, t in thresholds.items():
+        if t.note:
+            by_note.setdefault(t.note, []).append(name)
+    for note, names in by_note.items():
+        warnings.append(f"{len(names)} tensors: {note} ({', '.join(names[:3])}"
+                        f"{', ...' if len(names) > 3 else ''}; see per_tensor.note)")
+
+    # 3. TensorRT cache: every activation, except what only kept-FP32 layers read or write and
+    # the model's outputs (probabilities stay in float: a clipped sigmoid/softmax output scale
+    # would cap the probabilities TensorRT returns).
+    kept_only = _kept_fp32_tensors(model, plan.kept_fp32)
+    model_outputs = {o.name for o in model.graph.output}
+    algorithm = ALGORITHM_BY_METHOD[config.method] if config.cache_algorithm == "auto" \
+        else config.cache_algorithm
+    if algorithm != ALGORITHM_BY_METHOD[config.method]:
+        warnings.append(f"cache header says {algorithm} although the ranges come from the "
+                        f"{config.method} calibrator (cache_algorithm override)")
+    cache_ranges = {name: value for name, value in amax.items()
+                    if name not in kept_only and name not in model_outputs}
+    cache_path = write_cache(out_dir / CACHE_FILENAME, cache_ranges, config.trt_version,
+                             algorithm)
+
+    # 4. Q/DQ model + card
+    int8_model = insert_qdq(model, plan, amax)
+    facts = inspect_qdq(int8_model)
+    if facts["problems"]:
+        raise CalibrationError("the Q/DQ model breaks TensorRT's rules, not written: " +
+                               "; ".join(facts["problems"][:5]))
+    if facts["opset"] != opset_version(model):
+        raise CalibrationError(f"the Q/DQ model changed the opset from {opset_version(model)} "
+                               f"to {facts['opset']}")
+    calibration_facts = {"method": config.method, "calibration_images": calib_log.used,
+                         "calibration_set_sha256": calib_log.set_sha256(),
+                         "source_model": model_path.name,
+                         "source_model_sha256": _file_sha256(model_path),
+                         "quantized_nodes": len(plan.quantized),
+                         "qdq_placement": config.qdq_placement,
+                         "kept_fp32": list(plan.kept_fp32),
+                         "percentile": config.percentile if config.method == "percentile"
+                         else None}
+    int8_path = out_dir / INT8_MODEL_FILENAME
+
+    # 5. held-out evaluation (needs the int8 model on disk)
+    int8_card = card.replace(precision="int8-qdq",
+                             provenance={**card.provenance, "calibration": calibration_facts})
+    embed_card_in_onnx(int8_model, int8_card)
+    onnx.save(int8_model, str(int8_path))
+    eval_log = None
+    agreement = None
+    node_snr: dict[str, float] = {}
+    if eval_source is None:
+        warnings.append("no held-out images: FP32 vs INT8 agreement and accuracy were NOT "
+                        "measured")
+    else:
+        eval_log, agreement, node_snr = _evaluate(
+            model, int8_model, model_path, int8_path, card, eval_source, calib_log,
+            calib_order if eval_continues_calib else None, input_name, plan, config, progress)
+        if eval_log.used == 0:
+            warnings.append("the held-out set is empty (every image was skipped or used for "
+                            "calibration): agreement and accuracy were NOT measured")
+        if eval_log.excluded_overlap:
+            warnings.append(f"{eval_log.excluded_overlap} held-out images have the same pixels "
+                            f"as a calibration image and were left out of the evaluation")
+    summary_eval = agreement.summary() if agreement is not None else None
+    int8_card = int8_card.replace(metrics={
+        "calibration_eval": _card_metrics(summary_eval, eval_log, eval_source),
+        "fp32_model": card.metrics})
+    embed_card_in_onnx(int8_model, int8_card)
+    onnx.save(int8_model, str(int8_path))
+    card_path = _write_card(int8_card, out_dir, model_path, warnings)
+
+    # 6. report + plots
+    per_tensor = {}
+    heavily_clipped: list[str] = []
+    qdq_tensors = set(plan.activation_tensors(model))
+    for name in activations:
+        hist = collector.histograms[name]
+        per_tensor[name] = {**hist.summary(), "amax": amax[name],
+                            "scale": amax[name] / 127.0,
+                            "quantised_in_qdq_model": name in qdq_tensors,
+                            "in_cache": name in cache_ranges,
+                            "histogram_snr_db": _finite(quantization_snr_db(hist, amax[name])),
+                            "clipped_fraction": clipped_fraction(hist, amax[name])}
+        if per_tensor[name]["clipped_fraction"] > CLIP_WARNING_FRACTION and \
+                (name in qdq_tensors or name in cache_ranges):
+            heavily_clipped.append(name)
+        if thresholds[name].note:
+            per_tensor[name]["note"] = thresholds[name].note
+    if heavily_clipped:
+        heavily_clipped.sort(key=lambda n: -per_tensor[n]["clipped_fraction"])
+        worst = ", ".join(f"{n} ({100 * per_tensor[n]['clipped_fraction']:.1f} %)"
+                          for n in heavily_clipped[:3])
+        warnings.append(f"{len(heavily_clipped)} tensors have more than "
+                        f"{100 * CLIP_WARNING_FRACTION:g} % of their calibration values above "
+                        f"the {config.method} threshold (worst: {worst}; all in per_tensor."
+                        f"clipped_fraction); if accuracy suffers, try --method percentile or "
+                        f"--keep-fp32 for the layers reading them")
+    worst_inputs = sorted(qdq_tensors, key=lambda n: per_tensor[n]["histogram_snr_db"]
+                          if per_tensor[n]["histogram_snr_db"] is not None else math.inf)
+    most_hurt = sorted(node_snr.items(), key=lambda kv: kv[1])[:MOST_HURT_COUNT]
+    plots = write_plots(out_dir, collector.histograms,
+                        worst_inputs[:config.plot_worst_tensors], amax, config.method,
+                        config.percentile, config.entropy_start_bin,
+                        config.entropy_max_clip_fraction, config.entropy_flatten_zero_bin,
+                        node_snr) \
+        if config.plot_worst_tensors else []
+    _write_image_list(out_dir / IMAGES_FILENAME, calib_log, eval_log)
+    report = {
+        "schema": REPORT_SCHEMA,
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "aue_edge_version": __version__,
+        "model": {"path": str(model_path), "sha256": calibration_facts["source_model_sha256"],
+                  "model_name": card.model_name, "opset": opset_version(model),
+                  "input": input_name},
+        "method": config.method,
+        "config": config.to_dict(),
+        "calibration_images": calib_log.summary(calib_source),
+        "evaluation_images": eval_log.summary(eval_source) if eval_log is not None else None,
+        "image_list": IMAGES_FILENAME,
+        "outputs": {
+            "int8_model": int8_path.name, "card": card_path.name,
+            "cache": cache_path.name, "cache_header": f"TRT-{config.trt_version}-{algorithm}",
+            "cache_tensors": len(cache_ranges),
+            "qdq": {k: v for k, v in facts.items() if k != "problems"},
+            "plots": plots,
+        },
+        "quantization": {"quantized_nodes": [q.name for q in plan.quantized],
+                         "kept_fp32": list(plan.kept_fp32),
+                         "weights_per_tensor": list(plan.per_tensor_weights),
+                         "left_in_fp32": [{"node": n, "why": w} for n, w in plan.skipped],
+                         "cache_left_out_for_kept_fp32": sorted(kept_only),
+                         "cache_left_out_model_outputs": sorted(model_outputs)},
+        "evaluation": summary_eval,
+        "most_hurt": [{"tensor": name, "snr_db_vs_fp32": _finite(snr)}
+                      for name, snr in most_hurt],
+        "layer_snr_db": {name: _finite(snr) for name, snr in node_snr.items()},
+        "per_tensor": per_tensor,
+        "warnings": warnings,
+    }
+    report_path = out_dir / REPORT_FILENAME
+    report_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return CalibrationOutputs(out_dir, int8_path, cache_path, report_path, card_path, report)
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no inf: a perfect (infinite) SNR is written as null."""
+    return float(value) if math.isfinite(value) else None
+
+
+def _card_metrics(summary: dict | None, log: UsageLog | None, source: FaceSource | None
+                  ) -> dict:
+    if summary is None or log is None or source is None:
+        return {"measured": False}
+    out = {"measured": True, "held_out": source.describe().get("split") or
+           source.describe().get("folder"), "num_images": summary["num_images"],
+           "emotion_top1_agreement": summary.get("emotion_top1_agreement")}
+    if summary.get("accuracy"):
+        out.update(accuracy_fp32=summary["accuracy"]["fp32"],
+                   accuracy_int8=summary["accuracy"]["int8"])
+    return out
+
+
+def _kept_fp32_tensors(model: onnx.ModelProto, kept: list[str]) -> set[str]:
+    """Outputs of kept-FP32 nodes, and inputs read only by kept-FP32 nodes.
+
+    Leaving them out of the implicit cache stops TensorRT from running those layers in int8
+    (a layer needs scales on its tensors to be picked for int8).
+    """
+    if not kept:
+        return set()
+    kept_set = set(kept)
+    is_kept = [(n.name or (n.output[0] if n.output else n.op_type)) in kept_set
+               for n in model.graph.node]
+    readers: dict[str, list[bool]] = {}
+    for node, flag in zip(model.graph.node, is_kept):
+        for name in node.input:
+            readers.setdefault(name, []).append(flag)
+    out = set()
+    for node, flag in zip(model.graph.node, is_kept):
+        if flag:
+            out.update(node.output)
+            out.update(name for name in node.input if all(readers.get(name, [False])))
+    return out
+
+
+def _write_card(card: ModelCard, out_dir: Path, model_path: Path, warnings: list[str]) -> Path:
+    """card.json beside the int8 model, unless that folder's card.json is the FP32 model's."""
+    beside = out_dir / CARD_FILENAME
+    if out_dir.resolve() == model_path.parent.resolve() and beside.is_file():
+        path = out_dir / (Path(INT8_MODEL_FILENAME).stem + ".card.json")
+        warnings.append(f"{beside} belongs to the FP32 model and was kept; the INT8 card is in "
+                        f"{path.name} and in the ONNX metadata of {INT8_MODEL_FILENAME}")
+        return card.save(path)
+    return card.save(beside)
+
+
+def _write_image_list(path: Path, calib: UsageLog, held_out: UsageLog | None) -> None:
+    lines = ["role\tsha256\tkey"]
+    for log in (calib, held_out):
+        if log is not None:
+            lines += [f"{log.role}\t{h}\t{k}" for k, h in zip(log.keys, log.hashes)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _evaluate(model: onnx.ModelProto, int8_model: onnx.ModelProto, model_path: Path,
+              int8_path: Path, card: ModelCard, eval_source: FaceSource, calib_log: UsageLog,
+              calib_order: np.ndarray | None, input_name: str, plan: QuantizationPlan,
+              config: CalibrationConfig, progress: bool
+              ) -> tuple[UsageLog, OutputAgreement, dict[str, float]]:
+    """FP32 vs INT8 files as shipped, on held-out faces; per-layer SNR (from copies exposing the
+    layer outputs) on the first ``snr_images`` of them."""
+    exclude = set(calib_log.hashes)
+    if calib_order is not None:
+        order, start = calib_order, calib_log.next_position
+    else:
+        order, start = seeded_order(len(eval_source), config.seed + 1), 0
+    eval_log = UsageLog("evaluation", config.eval_images)
+    agreement = OutputAgreement(card, _label_map(eval_source, card))
+    layer_outputs = [model.graph.node[q.node_index].output[0] for q in plan.quantized]
+    snr = TensorSnr(layer_outputs)
+    snr_left = config.snr_images
+    fp32_layers_model = with_extra_outputs(model, layer_outputs)
+    int8_layers_model = with_extra_outputs(int8_model, layer_outputs)
+    with temporary_model_file(fp32_layers_model) as fp32_layers_path, \
+            temporary_model_file(int8_layers_model) as int8_layers_path, \
+            _backend(model_path, config) as fp32, _backend(int8_path, config) as int8, \
+            _backend(fp32_layers_path, config) as fp32_layers, \
+            _backend(int8_layers_path, config) as int8_layers:
+        total = config.eval_images or max(len(order) - start, 0)
+        bar = tqdm(total=total, desc="held-out FP32 vs INT8", unit="img", disable=not progress)
+        for batch in iter_face_batches(eval_source, order, eval_log, config.batch_size,
+                                       exclude, start):
+            feeds = {input_name: to_model_input([item.face for item in batch], card.input)}
+            agreement.update(fp32.infer(feeds), int8.infer(feeds),
+                             [item.label for item in batch])
+            if snr_left > 0:
+                take = min(snr_left, len(batch))
+                few = {input_name: feeds[input_name][:take]}
+                snr.update(fp32_layers.infer(few), int8_layers.infer(few))
+                snr_left -= take
+            bar.update(len(batch))
+        bar.close()
+    return eval_log, agreement, snr.snr_db() if config.snr_images and eval_log.used else {}

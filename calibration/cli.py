@@ -1,0 +1,151 @@
+"""``aue calibrate``: INT8 calibration of an exported ONNX model on real faces.
+
+    aue calibrate MODEL.onnx --dataset ferplus --root DIR --split train --method entropy \\
+        --num-images 512 --out OUTDIR [--eval-split valid --eval-images 1000]
+    aue calibrate MODEL.onnx --data PHOTOS_DIR --method percentile --percentile 99.99 \\
+        --num-images 300 --out OUTDIR [--eval-data OTHER_DIR]
+
+Writes OUTDIR/model.int8.onnx (+ card), calibration.cache, calibration_report.json, plots and
+calibration_images.tsv. Defaults come from config/calibration.yaml (``--config`` to use
+another file); flags override them.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aue_edge.calibration.config import CACHE_ALGORITHMS, METHODS, QDQ_PLACEMENTS, load_config
+from aue_edge.edge.errors import ConfigError
+from aue_edge.edge.model_card import ModelCard, find_card
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="aue calibrate",
+        description="INT8 calibration: TensorRT calibration cache (TensorRT 8.5), explicit "
+                    "Q/DQ ONNX (TensorRT 10+, ONNX Runtime) and an FP32-vs-INT8 report.")
+    parser.add_argument("model", type=Path, help="FP32 ONNX model exported by 'aue export'")
+    data = parser.add_mutually_exclusive_group(required=True)
+    data.add_argument("--data", type=Path, metavar="DIR",
+                      help="folder of face photos (run through YuNet + alignment)")
+    data.add_argument("--dataset", metavar="NAME",
+                      help="data set reader name, e.g. ferplus (see docs/data.md)")
+    parser.add_argument("--root", type=Path, help="data set root (with --dataset)")
+    parser.add_argument("--split", default="train",
+                        help="data set split for calibration (default: train)")
+    parser.add_argument("--out", type=Path, required=True, metavar="OUTDIR",
+                        help="output folder (created; existing outputs are replaced)")
+    parser.add_argument("--config", type=Path, help="calibration YAML (default: "
+                                                    "config/calibration.yaml)")
+    parser.add_argument("--card", type=Path,
+                        help="model card JSON for a model that has none beside it or inside it")
+    parser.add_argument("--method", choices=METHODS)
+    parser.add_argument("--num-images", type=int, help="calibration images to use")
+    parser.add_argument("--min-images", type=int,
+                        help="fewer usable calibration images than this is an error")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--percentile", type=float,
+                        help="percentile of |x| kept by --method percentile (e.g. 99.99)")
+    held_out = parser.add_mutually_exclusive_group()
+    held_out.add_argument("--eval-split",
+                          help="held-out split of the same data set (default from config: "
+                               "valid); never the calibration split")
+    held_out.add_argument("--eval-data", type=Path, metavar="DIR",
+                          help="held-out folder of photos (default with --data: the photos "
+                               "of --data not used for calibration)")
+    held_out.add_argument("--no-eval", action="store_true",
+                          help="skip the held-out comparison (recorded as a warning)")
+    parser.add_argument("--eval-images", type=int, help="held-out images (0 = all)")
+    parser.add_argument("--snr-images", type=int,
+                        help="held-out images for the per-layer SNR (0 = skip)")
+    parser.add_argument("--keep-fp32", nargs="+", metavar="NAME",
+                        help="ONNX node names (or their output tensors) kept in FP32")
+    parser.add_argument("--qdq-placement", choices=QDQ_PLACEMENTS,
+                        help="Q/DQ on weighted-op inputs only (default, TensorRT's "
+                             "recommendation) or also on Conv outputs (int8 convolutions in "
+                             "ONNX Runtime CPU, less accurate)")
+    parser.add_argument("--trt-version", help="TensorRT version in the cache header (8502)")
+    parser.add_argument("--cache-algorithm", choices=("auto",) + CACHE_ALGORITHMS,
+                        help="calibrator name in the cache header (auto: the method's; "
+                             "EntropyCalibration2 lets trtexec --calib load any cache)")
+    parser.add_argument("--data-aligned", action="store_true", default=None,
+                        help="--data/--eval-data images are already aligned face crops")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--num-threads", type=int, help="ONNX Runtime threads (0 = default)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def calibrate_main(argv: list[str]) -> int:
+    from aue_edge.calibration.calibrate import calibrate
+    from aue_edge.calibration.sources import DatasetFaces, FolderFaces
+
+    args = build_parser().parse_args(argv)
+    config = load_config(args.config).replace(
+        method=args.method, num_images=args.num_images, min_images=args.min_images,
+        batch_size=args.batch_size, percentile=args.percentile, eval_split=args.eval_split,
+        eval_images=args.eval_images, snr_images=args.snr_images,
+        keep_fp32=tuple(args.keep_fp32) if args.keep_fp32 else None,
+        trt_version=args.trt_version, cache_algorithm=args.cache_algorithm,
+        qdq_placement=args.qdq_placement,
+        data_aligned=args.data_aligned, seed=args.seed, num_threads=args.num_threads)
+    if args.num_images is not None and args.min_images is None and \
+            config.min_images > config.num_images:
+        config = config.replace(min_images=config.num_images)
+    card = ModelCard.load(args.card) if args.card else find_card(args.model)
+
+    eval_continues = False
+    if args.dataset:
+        if args.root is None:
+            raise ConfigError("--dataset needs --root (the data set folder)")
+        calib_source = DatasetFaces(args.dataset, args.root, args.split)
+        eval_source = None
+        if not args.no_eval and args.eval_data is None:
+            if config.eval_split == args.split:
+                raise ConfigError(f"--eval-split {config.eval_split} is the calibration split: "
+                                  f"the held-out images must not overlap the calibration ones; "
+                                  f"choose another split (valid or test)")
+            eval_source = DatasetFaces(args.dataset, args.root, config.eval_split)
+    else:
+        if args.root is not None:
+            raise ConfigError("--root goes with --dataset; with --data the folder is the data")
+        calib_source = FolderFaces(args.data, card, config.data_aligned,
+                                   config.detector_score_threshold)
+        eval_source = None
+        if not args.no_eval and args.eval_data is None:
+            eval_source, eval_continues = calib_source, True
+    if args.eval_data is not None:
+        eval_source = FolderFaces(args.eval_data, card, config.data_aligned,
+                                  config.detector_score_threshold)
+    try:
+        result = calibrate(args.model, card, calib_source, eval_source, config, args.out,
+                           eval_continues_calib=eval_continues, progress=not args.no_progress)
+    finally:
+        calib_source.close()
+        if eval_source is not None and eval_source is not calib_source:
+            eval_source.close()
+    _print_summary(result)
+    return 0
+
+
+def _print_summary(result) -> None:
+    report = result.summary
+    used = report["calibration_images"]["used"]
+    print(f"calibrated {report['model']['path']} with {report['method']} on {used} images")
+    print(f"  INT8 Q/DQ model : {result.int8_model}")
+    print(f"  model card      : {result.card}")
+    print(f"  TensorRT cache  : {result.cache} ({report['outputs']['cache_header']}, "
+          f"{report['outputs']['cache_tensors']} tensors)")
+    print(f"  report          : {result.report}")
+    evaluation = report["evaluation"]
+    if evaluation:
+        line = f"  held-out        : {evaluation['num_images']} images"
+        if "emotion_top1_agreement" in evaluation:
+            line += f", top-1 agreement {100 * evaluation['emotion_top1_agreement']:.2f} %"
+        print(line)
+        accuracy = evaluation.get("accuracy")
+        if accuracy:
+            print(f"  accuracy        : FP32 {100 * accuracy['fp32']:.2f} %, INT8 "
+                  f"{100 * accuracy['int8']:.2f} % ({accuracy['delta_points']:+.2f} points)")
+    for warning in report["warnings"]:
+        print(f"  warning: {warning}")

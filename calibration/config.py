@@ -1,0 +1,163 @@
+"""Settings of one INT8 calibration run (``aue calibrate``), loaded from YAML and validated.
+
+Defaults live in ``config/calibration.yaml`` (the dataclass defaults below are the same values,
+so the package also works when the YAML is not installed); CLI flags override single fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aue_edge.edge.errors import ConfigError
+
+METHODS = ("entropy", "percentile", "minmax")
+# TensorRT's calibrator names (CalibrationAlgoType) as they appear in a cache header.
+CACHE_ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration",
+                    "LegacyCalibration")
+QUANTIZABLE_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+QDQ_PLACEMENTS = ("inputs", "inputs_outputs")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    method: str = "entropy"
+    percentile: float = 99.99
+    num_bins: int = 2048
+    entropy_start_bin: int = 128
+    entropy_max_clip_fraction: float = 0.5
+    entropy_flatten_zero_bin: bool = True
+    num_images: int = 512
+    batch_size: int = 32
+    min_images: int = 64
+    seed: int = 0
+    eval_split: str = "valid"
+    eval_images: int = 1000
+    snr_images: int = 128
+    trt_version: str = "8502"
+    cache_algorithm: str = "auto"
+    quantize_op_types: tuple[str, ...] = QUANTIZABLE_OP_TYPES
+    qdq_placement: str = "inputs"
+    keep_fp32: tuple[str, ...] = ()
+    detector_score_threshold: float = 0.6
+    data_aligned: bool = False
+    num_threads: int = 0
+    plot_worst_tensors: int = 6
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, origin: str = "calibration config") -> None:
+        problems = []
+        if self.method not in METHODS:
+            problems.append(f"method must be one of {METHODS}, got {self.method!r}")
+        if not 0.0 < self.percentile <= 100.0:
+            problems.append(f"percentile must be in (0, 100], got {self.percentile}")
+        if self.num_bins < 256:
+            problems.append(f"num_bins must be >= 256 (TensorRT uses 2048), got {self.num_bins}")
+        if not 128 <= self.entropy_start_bin < self.num_bins:
+            problems.append(f"entropy_start_bin must be in [128, num_bins), got "
+                            f"{self.entropy_start_bin} (128 = one bin per int8 level)")
+        if not 0.0 < self.entropy_max_clip_fraction <= 1.0:
+            problems.append(f"entropy_max_clip_fraction must be in (0, 1], got "
+                            f"{self.entropy_max_clip_fraction}")
+        for name in ("num_images", "batch_size", "min_images"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.min_images > self.num_images:
+            problems.append(f"min_images ({self.min_images}) is larger than num_images "
+                            f"({self.num_images})")
+        for name in ("eval_images", "snr_images", "num_threads", "plot_worst_tensors"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not str(self.trt_version).isdigit() or len(str(self.trt_version)) < 3:
+            problems.append(f"trt_version must be digits as TensorRT writes them (8502 for "
+                            f"8.5.2, 100300 for 10.3.0), got {self.trt_version!r}")
+        if self.cache_algorithm != "auto" and self.cache_algorithm not in CACHE_ALGORITHMS:
+            problems.append(f"cache_algorithm must be 'auto' or one of {CACHE_ALGORITHMS}, got "
+                            f"{self.cache_algorithm!r}")
+        unknown_ops = sorted(set(self.quantize_op_types) - set(QUANTIZABLE_OP_TYPES))
+        if unknown_ops or not self.quantize_op_types:
+            problems.append(f"quantize_op_types must be a non-empty subset of "
+                            f"{QUANTIZABLE_OP_TYPES}, got {list(self.quantize_op_types)}")
+        if self.qdq_placement not in QDQ_PLACEMENTS:
+            problems.append(f"qdq_placement must be one of {QDQ_PLACEMENTS}, got "
+                            f"{self.qdq_placement!r}")
+        if not 0.0 < self.detector_score_threshold < 1.0:
+            problems.append(f"detector_score_threshold must be in (0, 1), got "
+                            f"{self.detector_score_threshold}")
+        if problems:
+            raise ConfigError(f"{origin}: " + "; ".join(problems))
+
+    def replace(self, **changes: Any) -> "CalibrationConfig":
+        """A copy with ``changes`` applied (``None`` values are ignored: unset CLI flags)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def default_config_path() -> Path | None:
+    """``config/calibration.yaml`` of a source checkout, else the installed share/ copy."""
+    candidates = [Path(__file__).resolve().parents[1] / "config" / "calibration.yaml",
+                  Path(sys.prefix) / "share" / "aue_edge" / "config" / "calibration.yaml"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    return None
+
+
+def load_config(path: str | Path | None = None) -> CalibrationConfig:
+    """Read a calibration YAML; ``None`` reads the default file (or the built-in defaults)."""
+    import yaml
+
+    if path is None:
+        path = default_config_path()
+        if path is None:
+            return CalibrationConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"calibration config {path} does not exist; pass an existing YAML "
+                          f"file (the defaults are in config/calibration.yaml)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"calibration config {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"calibration config {path}: expected a mapping of keys to values, "
+                          f"got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(CalibrationConfig)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"calibration config {path}: unknown keys {unknown}; known keys are "
+                          f"{sorted(fields)}")
+    values: dict[str, Any] = {}
+    for key, value in data.items():
+        default = getattr(CalibrationConfig, key, None)
+        try:
+            if isinstance(default, tuple):
+                if not isinstance(value, (list, tuple)):
+                    raise TypeError(f"a list, got {type(value).__name__}")
+                value = tuple(str(v) for v in value)
+            elif isinstance(default, bool):
+                if not isinstance(value, bool):
+                    raise TypeError(f"true or false, got {value!r}")
+            elif isinstance(default, int):
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise TypeError(f"an integer, got {value!r}")
+            elif isinstance(default, float):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise TypeError(f"a number, got {value!r}")
+                value = float(value)
+            elif isinstance(default, str):
+                value = str(value)
+        except TypeError as exc:
+            raise ConfigError(f"calibration config {path}: key '{key}' must be {exc}") from None
+        values[key] = value
+    try:
+        return CalibrationConfig(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"calibration config {path}: {exc}") from None

@@ -1,0 +1,82 @@
+"""TensorRT calibration cache: byte format, round trip, and clear errors on bad caches."""
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from aue_edge.calibration.trt_cache import (ALGORITHM_BY_METHOD, hex_to_scale, read_cache,
+                                            scale_to_hex, write_cache)
+from aue_edge.edge.errors import CalibrationError
+
+
+def test_hex_is_big_endian_float32_of_amax_over_127():
+    # 1/127 = 0x3C010204 and 0.5/127 = 0x3B810204 (IEEE-754 float32, most significant byte
+    # first). Note: ENVIRONMENT.md's example "3b810a13" for 0.5/127 is not that bit pattern.
+    assert scale_to_hex(1.0 / 127) == "3c010204"
+    assert scale_to_hex(0.5 / 127) == "3b810204"
+    assert bytes.fromhex(scale_to_hex(2.0)) == struct.pack(">f", 2.0)
+    assert hex_to_scale("3c010204") == pytest.approx(1.0 / 127, rel=1e-7)
+
+
+def test_round_trip_keeps_names_order_and_values(tmp_path):
+    ranges = {"image": 2.64, "onnx::Conv_12": 0.5, "/backbone/layer1/Relu_output_0": 7.25}
+    path = write_cache(tmp_path / "c.cache", ranges, trt_version="8502",
+                       algorithm="EntropyCalibration2")
+    lines = path.read_text().splitlines()
+    assert lines[0] == "TRT-8502-EntropyCalibration2"
+    assert lines[2] == "onnx::Conv_12: 3b810204"
+    cache = read_cache(path)
+    assert (cache.trt_version, cache.algorithm) == ("8502", "EntropyCalibration2")
+    assert list(cache.scales) == list(ranges)
+    for name, amax in ranges.items():
+        assert cache.amax(name) == pytest.approx(amax, rel=1e-6)
+    cache.check_matches(set(ranges) | {"other"}, "this model")
+
+
+def test_method_names_are_tensorrt_calibrator_names():
+    assert ALGORITHM_BY_METHOD == {"entropy": "EntropyCalibration2",
+                                   "minmax": "MinMaxCalibration",
+                                   "percentile": "LegacyCalibration"}
+
+
+def test_cache_for_another_model_is_an_error(tmp_path):
+    path = write_cache(tmp_path / "c.cache", {"input_1": 1.0, "conv_out": 2.0})
+    with pytest.raises(CalibrationError, match="does not belong to model.onnx.*input_1"):
+        read_cache(path).check_matches({"image", "conv_out"}, "model.onnx")
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "is empty"),
+    ("image: 3c010204\n", "expected a header"),
+    ("TRT-8502-FancyCalibration\nimage: 3c010204\n", "unknown calibrator"),
+    ("TRT-8502-EntropyCalibration2\n", "no tensor lines"),
+    ("TRT-8502-EntropyCalibration2\nimage: 3c010204\nconv: 3c01", r":3: expected"),
+    ("TRT-8502-EntropyCalibration2\nimage 3c010204\n", r":2: expected"),
+    ("TRT-8502-EntropyCalibration2\nimage: 3c010204\nimage: 3c010204\n", "twice"),
+    ("TRT-8502-EntropyCalibration2\nimage: 7fc00000\n", "positive finite"),
+    ("TRT-8502-EntropyCalibration2\nimage: 00000000\n", "positive finite"),
+])
+def test_corrupt_or_truncated_cache_is_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.cache"
+    path.write_text(content)
+    with pytest.raises(CalibrationError, match=message):
+        read_cache(path)
+
+
+def test_binary_file_and_missing_file_are_clear_errors(tmp_path):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"ftrt\x00\x91\xff" * 10)
+    with pytest.raises(CalibrationError, match="not a text cache"):
+        read_cache(engine)
+    with pytest.raises(CalibrationError, match="does not exist"):
+        read_cache(tmp_path / "missing.cache")
+
+
+def test_writer_refuses_values_tensorrt_cannot_read(tmp_path):
+    with pytest.raises(CalibrationError, match="positive finite"):
+        write_cache(tmp_path / "c.cache", {"image": 0.0})
+    with pytest.raises(CalibrationError, match="unknown TensorRT calibrator"):
+        write_cache(tmp_path / "c.cache", {"image": 1.0}, algorithm="Percentile")
+    with pytest.raises(CalibrationError, match="digits"):
+        write_cache(tmp_path / "c.cache", {"image": 1.0}, trt_version="8.5")
