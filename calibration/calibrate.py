@@ -13,7 +13,6 @@ The calibration stage of the flow (train -> **calibration** -> edge), behind ``a
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from aue_edge.calibration.sources import (FaceSource, UsageLog, iter_face_batche
                                           seeded_order)
 from aue_edge.calibration.stats import StatsCollector
 from aue_edge.calibration.trt_cache import ALGORITHM_BY_METHOD, write_cache
+from aue_edge.edge.checksums import sha256_of_files
 from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
 from aue_edge.edge.errors import CalibrationError, ModelFileError
 from aue_edge.edge.model_card import CARD_FILENAME, ModelCard, embed_card_in_onnx
@@ -59,14 +59,6 @@ class CalibrationOutputs:
     report: Path
     card: Path
     summary: dict
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _backend(path: Path, config: CalibrationConfig) -> OrtBackend:
@@ -193,7 +185,7 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
     calibration_facts = {"method": config.method, "calibration_images": calib_log.used,
                          "calibration_set_sha256": calib_log.set_sha256(),
                          "source_model": model_path.name,
-                         "source_model_sha256": _file_sha256(model_path),
+                         "source_model_sha256": sha256_of_files(model_path),
                          "quantized_nodes": len(plan.quantized),
                          "qdq_placement": config.qdq_placement,
                          "kept_fp32": list(plan.kept_fp32),

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aue_edge import __version__
+from aue_edge.edge.checksums import sha256_of_files
 from aue_edge.edge.backends.factory import ENGINE_SUFFIXES, find_model_card
 from aue_edge.edge.backends.tensorrt_backend import SIDECAR_SCHEMA, sidecar_path
 from aue_edge.edge.errors import (BackendUnavailableError, CalibrationError, ConfigError,
@@ -192,15 +193,6 @@ class BuildPlan:
 
 
 # ---------------------------------------------------------------------------------- inspection
-def _sha256_files(paths: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in paths:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def inspect_onnx(path: Path) -> OnnxFacts:
     """Inputs, opset and Q/DQ facts of an ONNX file (onnx package only, no TensorRT)."""
     import onnx
@@ -234,7 +226,7 @@ def inspect_onnx(path: Path) -> OnnxFacts:
     if missing:
         raise ModelFileError(f"{path} keeps weights in {[str(p) for p in missing]}, which do not "
                              f"exist; copy the .onnx.data file(s) along with the model")
-    return OnnxFacts(path, _sha256_files([path, *external]), int(opset), inputs, len(qdq),
+    return OnnxFacts(path, sha256_of_files(path, *external), int(opset), inputs, len(qdq),
                      int32_dq)
 
 
@@ -571,7 +563,7 @@ def build_main(argv: list[str]) -> int:
                               "total_memory_mib": device.total_memory_mib},
                       platform=output.platform, build_seconds=round(seconds, 1),
                       warnings=list(plan.warnings) + extra_notes,
-                      engine_sha256=_sha256_files([plan.engine_path]))
+                      engine_sha256=sha256_of_files(plan.engine_path))
     finally:
         api.close()
     print(f"Engine written: {plan.engine_path} ({len(output.engine_bytes) / 1e6:.1f} MB, "

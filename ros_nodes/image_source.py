@@ -22,7 +22,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import rclpy
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data

@@ -1,0 +1,294 @@
+"""Training pipeline on real FER+ images: config, data arrays, three stages, checkpoints,
+resume, bad checkpoints, ONNX export parity, ``aue evaluate`` JSON. Tiny model, CPU."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from aue_edge.cli import main as aue_main
+from aue_edge.edge.errors import ConfigError, DatasetError, ModelFileError
+from aue_edge.edge.model_card import card_from_onnx
+from aue_edge.edge.preprocess import to_model_input
+from aue_edge.train import trainer
+from aue_edge.train.augment import AugmentConfig, GpuAugment, preprocess
+from aue_edge.train.metrics import classification_report
+from aue_edge.train.runtime import load_checkpoint, read_checkpoint, save_checkpoint
+
+torch.set_num_threads(1)  # the host is shared; more threads only spin
+
+
+@pytest.fixture(scope="module")
+def packed_small(ferplus_root, tmp_path_factory):
+    """64 real FER+ valid images as 'train' and 32 test images as 'valid', packed once so the
+    training runs below do not re-read the PNG folders (the reader has its own tests)."""
+    data = trainer.DataConfig(root=str(ferplus_root))
+    splits = {"train": trainer.load_split_arrays(data, "valid", limit=64, progress=False),
+              "valid": trainer.load_split_arrays(data, "test", limit=32, progress=False)}
+    return trainer.pack_arrays(tmp_path_factory.mktemp("packed") / "small.npz", splits,
+                               compress=False)
+
+
+def tiny_config(packed, out_dir, **overrides) -> trainer.TrainConfig:
+    raw = {
+        "model": "aue_crl_cpu_tiny",
+        "data": {"packed": str(packed)},
+        "stage1": {"epochs": 1, "lr": 0.05}, "stage2": {"epochs": 1, "lr": 0.01},
+        "stage3": {"epochs": 1, "lr": 0.01},
+        "batch_size": 32, "eval_batch_size": 64, "device": "cpu", "out_dir": str(out_dir),
+    }
+    raw.update(overrides)
+    return trainer.config_from_dict(raw, "test")
+
+
+@pytest.fixture(scope="module")
+def trained(packed_small, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny_run")
+    report = trainer.train(tiny_config(packed_small, out), progress=False)
+    return out, report
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    from aue_edge.train.export import export_checkpoint
+
+    out = tmp_path_factory.mktemp("tiny_onnx")
+    return export_checkpoint(trained[0] / "model.pt", out)
+
+
+def test_three_stages_write_checkpoints_and_report(trained):
+    out, report = trained
+    for stage in (1, 2, 3):
+        assert (out / f"stage{stage}_best.pt").is_file()
+        assert (out / f"stage{stage}_last.pt").is_file()
+        assert len(report["stages"][f"stage{stage}"]["history"]) == 1
+    saved = json.loads((out / "training_report.json").read_text())
+    assert saved["validation"]["num_images"] == 32
+    assert 0.0 <= saved["validation"]["accuracy"] <= 1.0
+    model, payload = load_checkpoint(out / "model.pt", expected_model="aue_crl_cpu_tiny")
+    assert payload["final_logits"] == "fused_logits"
+    assert payload["card"]["input"]["size_px"] == [64, 64]
+    assert payload["card"]["emotion_labels"][0] == "neutral"
+    # W stayed in the prior's neighbourhood and was updated in stage 2.
+    assert not torch.equal(model.prior_weight, model.prior_init)
+    assert (model.prior_weight - model.prior_init).abs().max() < 0.2
+
+
+def test_resume_continues_from_last_epoch(trained, packed_small, tmp_path):
+    out, _ = trained
+    for name in ("stage1_last.pt", "stage1_best.pt"):
+        shutil.copy(out / name, tmp_path / name)
+    first = read_checkpoint(tmp_path / "stage1_last.pt")["history"][0]
+    cfg = tiny_config(packed_small, tmp_path, stages=[1],
+                      stage1={"epochs": 2, "lr": 0.05})
+    trainer.train(cfg, resume=True, progress=False)
+    history = read_checkpoint(tmp_path / "stage1_last.pt")["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert history[0] == first            # epoch 1 was not re-run
+
+
+def test_loss_decreases_on_real_faces(packed_small):
+    from aue_edge.train.models import create_model
+
+    arrays = trainer.load_split_arrays(
+        trainer.DataConfig(packed=str(packed_small)), "train", limit=32, progress=False)
+    torch.manual_seed(0)
+    model = create_model("aue_crl_cpu_tiny")
+    x = preprocess(torch.from_numpy(arrays.images), (64, 64), trainer.IMAGENET_MEAN,
+                   trainer.IMAGENET_STD)
+    y = torch.from_numpy(arrays.labels)
+    opt = torch.optim.SGD(model.stage_parameters(1), lr=0.05, momentum=0.9)
+    losses = []
+    for _ in range(6):
+        loss = torch.nn.functional.cross_entropy(model(x, upto="expression")["expr_logits"], y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+def test_bad_checkpoints_give_clear_errors(trained, tmp_path, ferplus_root):
+    out, _ = trained
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes((out / "model.pt").read_bytes()[:5000])
+    with pytest.raises(ModelFileError, match="corrupt, truncated"):
+        load_checkpoint(corrupt)
+    # Another architecture's weights under this model's name.
+    from aue_edge.train.models import create_model
+
+    other = create_model("aue_crl_baseline", input_size_px=64, width=0.25)
+    wrong = tmp_path / "wrong.pt"
+    payload = read_checkpoint(out / "model.pt")
+    save_checkpoint(wrong, other, "aue_crl_cpu_tiny")
+    torch.save({**torch.load(wrong, weights_only=True),
+                "model_config": payload["model_config"]}, wrong)
+    with pytest.raises(ModelFileError, match="does not match"):
+        load_checkpoint(wrong)
+    with pytest.raises(ModelFileError, match="holds a 'aue_crl_cpu_tiny' model"):
+        load_checkpoint(out / "model.pt", expected_model="aue_crl_r18")
+    # A model trained for another label set cannot be scored on FER+.
+    from aue_edge.train.knowledge import RAFDB_LABELS
+    from aue_edge.train.evaluate import evaluate_model
+
+    raf = create_model("aue_crl_cpu_tiny", emotion_labels=list(RAFDB_LABELS))
+    raf_path = save_checkpoint(tmp_path / "raf.pt", raf, "aue_crl_cpu_tiny",
+                               card=payload["card"] | {"emotion_labels": list(RAFDB_LABELS)})
+    with pytest.raises(ModelFileError, match="predicts the labels"):
+        evaluate_model(raf_path, root=str(ferplus_root), split="test", limit=8, progress=False)
+
+
+def test_export_onnx_parity_dynamic_batch(trained, exported):
+    import onnx
+    from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
+
+    model, _ = load_checkpoint(trained[0] / "model.pt")
+    model.eval()
+    proto = onnx.load(str(exported))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 17
+    card = card_from_onnx(exported)
+    assert card.input.size_px == (64, 64) and card.input.color == "gray3"
+    assert card.outputs.au_names[0] == "AU1" and len(card.outputs.au_names) == 17
+    assert len(card.alignment.template_5pt) == 5
+    assert (exported.parent / "card.json").is_file()
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        emotion, au = model.export_module()(x)
+    with OrtBackend(exported, num_threads=1) as backend:
+        out = backend.infer({"image": x.numpy()})
+    np.testing.assert_allclose(out["emotion_probs"], emotion.numpy(), rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(out["au_probs"], au.numpy(), rtol=1e-3, atol=1e-4)
+    assert out["emotion_probs"].shape == (3, 8) and out["au_probs"].shape == (3, 17)
+
+
+def test_aue_evaluate_json_checkpoint_and_onnx(trained, exported, ferplus_root, capsys,
+                                               tmp_path):
+    results = {}
+    for name, path in (("pt", trained[0] / "model.pt"), ("onnx", exported)):
+        code = aue_main(["evaluate", str(path), "--dataset", "ferplus", "--root",
+                         str(ferplus_root), "--split", "test", "--limit", "64", "--json",
+                         "--threads", "1", "--confusion-png", str(tmp_path / f"{name}.png")])
+        assert code == 0
+        results[name] = json.loads(capsys.readouterr().out)
+        assert (tmp_path / f"{name}.png").stat().st_size > 1000
+    for result in results.values():
+        assert result["num_images"] == 64
+        au_stats = result["au_pseudo_label_stats"]
+        assert au_stats["num_images"] == 64 and len(au_stats["per_au"]) == 17
+        assert 0.0 <= au_stats["mean_agreement"] <= 1.0
+        assert {"accuracy", "mean_class_accuracy", "per_class"} <= set(result)
+        assert sum(c["support"] for c in result["per_class"].values()) == 64
+    # Same preprocessing, same weights: torch and ONNX Runtime agree image by image.
+    cm_pt = np.array(results["pt"]["confusion_matrix"])
+    cm_onnx = np.array(results["onnx"]["confusion_matrix"])
+    assert np.abs(cm_pt - cm_onnx).sum() <= 2
+
+
+def test_preprocess_matches_edge_to_model_input(packed_small):
+    arrays = trainer.load_split_arrays(trainer.DataConfig(packed=str(packed_small)), "train",
+                                       limit=16, progress=False)
+    from aue_edge.edge.model_card import InputSpec
+
+    spec = InputSpec(size_px=(112, 112), color="gray3", mean=trainer.IMAGENET_MEAN,
+                     std=trainer.IMAGENET_STD)
+    edge = to_model_input(arrays.images, spec)
+    ours = preprocess(torch.from_numpy(arrays.images), (112, 112), spec.mean, spec.std).numpy()
+    one_level = 1 / 255 / min(spec.std)
+    diff = np.abs(edge - ours)
+    assert diff.max() <= one_level + 1e-5          # cv2 fixed point: at most one grey level
+    assert diff.mean() < 0.25 * one_level
+    # The augmentation with every random part switched off is the same resize.
+    identity = AugmentConfig(flip_prob=0, max_rotation_deg=0, max_shift_frac=0, scale_min=1,
+                             scale_max=1, erase_prob=0)
+    warped = GpuAugment(identity, (112, 112), spec.mean, spec.std)(
+        torch.from_numpy(arrays.images)).numpy()
+    assert np.abs(warped - ours).max() <= one_level
+
+
+def test_config_validation_names_the_problem(tmp_path, ferplus_root):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: aue_crl_cpu_tiny\ndata: {root: x}\nstage1: {epochs: 1, lr: 0.1, "
+                   "lrr: 2}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: stage1: unknown key\(s\) \['lrr'\]"):
+        trainer.load_config(bad)
+    bad.write_text("model: aue_crl_cpu_tiny\ndata: {root: x}\nstages: [3, 1]\n")
+    with pytest.raises(ConfigError, match="increasing subset"):
+        trainer.load_config(bad)
+    good = trainer.load_config("train/configs/aue_crl_r18_ferplus.yaml",
+                               {"stage1.epochs": 3, "data.root": str(ferplus_root)})
+    assert good.stage1.epochs == 3 and good.stage3.pair_variant == "paper"
+    for name in ("aue_crl_cpu_tiny", "aue_crl_baseline_ferplus", "aue_crl_r101_paper"):
+        assert trainer.load_config(f"train/configs/{name}.yaml").model.startswith("aue_crl")
+
+
+def test_packed_arrays_round_trip_and_errors(packed_small, tmp_path):
+    data = trainer.DataConfig(packed=str(packed_small))
+    arrays = trainer.load_split_arrays(data, "valid", limit=20, progress=False)
+    empty = trainer.SplitArrays(arrays.images[:0], arrays.labels[:0], arrays.probs[:0], [],
+                                arrays.label_names, arrays.source)
+    path = trainer.pack_arrays(tmp_path / "p.npz.xz", {"test": arrays, "empty": empty})
+    back = trainer.read_packed(path, "test")
+    np.testing.assert_array_equal(back.images, arrays.images)
+    np.testing.assert_array_equal(back.labels, arrays.labels)
+    assert back.names == arrays.names and back.label_names == arrays.label_names
+    packed = trainer.DataConfig(packed=str(path))
+    with pytest.raises(DatasetError, match="holds no images"):
+        trainer.load_split_arrays(packed, "empty")
+    with pytest.raises(DatasetError, match="not 'train'"):
+        trainer.load_split_arrays(packed, "train")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    with pytest.raises(DatasetError, match="not a packed arrays file"):
+        trainer.read_packed(tmp_path / "junk.npz", "test")
+
+
+def test_classification_report_by_hand():
+    labels = ("a", "b", "c")
+    rep = classification_report(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), labels)
+    assert rep["accuracy"] == 0.75
+    assert rep["mean_class_accuracy"] == pytest.approx(0.75)   # (0.5 + 1.0) / 2; c has none
+    assert rep["classes_without_images"] == ["c"]
+    assert rep["per_class"]["b"] == {"support": 2, "accuracy": 1.0, "precision": 2 / 3}
+    assert rep["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    with pytest.raises(DatasetError):
+        classification_report(np.array([], dtype=int), np.array([], dtype=int), labels)
+
+
+@pytest.mark.slow
+def test_export_opset18_dynamo(trained, tmp_path):
+    import onnx
+    from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
+    from aue_edge.train.export import export_checkpoint
+
+    path = export_checkpoint(trained[0] / "model.pt", tmp_path, opset=18)
+    proto = onnx.load(str(path))
+    assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 18
+    assert not list(tmp_path.glob("*.data"))               # weights inside the file
+    model, _ = load_checkpoint(trained[0] / "model.pt")
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        emotion, _au = model.eval().export_module()(x)
+    with OrtBackend(path, num_threads=1) as backend:
+        out = backend.infer({"image": x.numpy()})
+    np.testing.assert_allclose(out["emotion_probs"], emotion.numpy(), rtol=1e-3, atol=1e-4)
+    assert card_from_onnx(path).provenance["opset"] == 18
+
+
+def test_init_from_stage1_with_ablation_option(trained, packed_small, tmp_path):
+    """Stages 2-3 from a stage-1 checkpoint, with the no-attention switch (Table IV row)."""
+    out, _ = trained
+    cfg = tiny_config(packed_small, tmp_path, stages=[2, 3],
+                      model_options={"attention": "mean"})
+    trainer.train(cfg, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
+    model, payload = load_checkpoint(tmp_path / "model.pt")
+    assert payload["model_config"]["attention"] == "mean"
+    start = read_checkpoint(out / "stage1_best.pt")["state_dict"]
+    # Stage 1's weights are frozen in stages 2 and 3.
+    torch.testing.assert_close(model.state_dict()["backbone.layer4.1.conv2.weight"],
+                               start["backbone.layer4.1.conv2.weight"])
+    bad = tiny_config(packed_small, tmp_path / "bad", stages=[2, 3],
+                      model_options={"crop_fc_dim": 8})
+    with pytest.raises(ModelFileError, match="does not fit"):
+        trainer.train(bad, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
