@@ -1,0 +1,99 @@
+"""LP-Net, GTLE-Net and KDSRL: registry names, the papers' sizes, forward shapes, stage logic."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from aue_edge.edge.errors import ConfigError
+from aue_edge.train.knowledge import AUECRL_AUS, BP4D_AUS, DISFA_AUS
+from aue_edge.train.models import create_model, list_models
+
+torch.set_num_threads(1)
+AU_MODELS = ("lp_net", "lp_net_r18_112", "lp_net_tiny", "gtle_net", "gtle_net_r18_128",
+             "gtle_net_tiny", "kdsrl", "kdsrl_r18_112", "kdsrl_tiny")
+
+
+def test_every_au_detector_is_registered():
+    assert set(AU_MODELS) <= set(list_models())
+
+
+def test_paper_configurations_have_the_published_shapes():
+    lp = create_model("lp_net")
+    assert lp.num_local == 49 and lp.stem.channels == 512            # ResNet-34, 7x7 at 224
+    assert len(lp.lstms) == len(BP4D_AUS)
+    assert lp.pnet_hidden[0].in_features == 136 and lp.pnet_hidden[2].out_features == 512
+    gtle = create_model("gtle_net")
+    assert gtle.embed.out_features == 16 and gtle.input_size_px == (256, 256)
+    assert gtle.gee.resnet.feature_sizes((256, 256))[2] == (16, 16)  # h: the 16x16 stage
+    assert gtle.em_head.out_channels == len(BP4D_AUS) + 1           # N AU masks + background
+    convs = [m for m in gtle.classifiers[0].features if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.out_channels, c.kernel_size, c.stride) for c in convs] == [
+        (ch, (7, 7), (2, 2)) for ch in (16, 32, 64, 128, 256)]
+    kd = create_model("kdsrl")
+    assert kd.encoder.channels == 1024 and kd.feature_size == (14, 14)
+    assert kd.area_dim == 4096 and kd.projector[0].in_features == 4096
+    assert kd.projector[0].out_features == 2048 and kd.projector[3].out_features == 128
+    assert len(kd.predictors) == 26 and kd.predictors[0][0].out_features == 1024
+
+
+def test_tiny_forward_shapes_and_probabilities():
+    x = torch.randn(2, 3, 64, 64)
+    lp = create_model("lp_net_tiny", au_names=list(AUECRL_AUS)).eval()
+    lm = torch.as_tensor(np.tile(_mean_shape(), (2, 1, 1)))
+    out = lp(x, lm)
+    assert out["au_probs"].shape == (2, 17) and out["f_au"].shape == out["f_s"].shape
+    assert torch.all((out["au_probs"] > 0) & (out["au_probs"] < 1))
+    gtle = create_model("gtle_net_tiny", au_names=list(DISFA_AUS)).eval()
+    out = gtle(torch.randn(2, 3, 32, 32))
+    assert out["au_probs"].shape == (2, 8) and out["masks"].shape == (2, 9, 32, 32)
+    assert out["reconstruction"].shape == out["target"].shape == (2, 3, 32, 32)
+    assert torch.allclose(out["embedding"].norm(dim=1), torch.ones(2), atol=1e-5)
+    kd = create_model("kdsrl_tiny").eval()
+    assert kd(x)["au_probs"].shape == (2, 12)
+    z, preds = kd.ssl_forward(x)
+    assert z.shape == (2, 8, 16) and sum(len(p) for p in preds.values()) == 26
+
+
+def test_lp_net_stages_select_the_head():
+    lp = create_model("lp_net_tiny").eval()
+    x = torch.randn(2, 3, 64, 64)
+    lp.set_stage(1)
+    assert torch.allclose(lp(x)["logits"], lp.fc(lp(x)["f_au"]), atol=1e-6)
+    lp.set_stage(3)
+    with pytest.raises(ConfigError, match="needs a landmarks input"):
+        lp(x)
+    no_pnet = create_model("lp_net_tiny", use_pnet=False)
+    with pytest.raises(ConfigError, match="use_pnet=False"):
+        no_pnet.set_stage(3)
+
+
+def test_kdsrl_groups_cover_every_au_in_order():
+    kd = create_model("kdsrl_tiny", au_names=list(AUECRL_AUS))
+    grouped = sorted(au for _areas, aus in kd.groups for au in aus)
+    assert grouped == sorted(AUECRL_AUS)
+    # the gather puts group outputs back into au_names order: check with per-group constants
+    with torch.no_grad():
+        for (_areas, aus), clf in zip(kd.groups, kd.classifiers):
+            clf[-1].weight.zero_()
+            clf[-1].bias.copy_(torch.tensor([float(AUECRL_AUS.index(a)) for a in aus]))
+    logits = kd.eval()(torch.randn(2, 3, 64, 64))["logits"]
+    assert torch.equal(logits[0], torch.arange(17, dtype=torch.float32))
+    boxes = np.array(kd.config["fixed_boxes"])
+    assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
+    assert boxes.min() >= 0 and boxes.max() <= 64
+
+
+def test_bad_model_options_are_clear():
+    with pytest.raises(ConfigError, match="scan_order"):
+        create_model("lp_net_tiny", scan_order="spiral")
+    with pytest.raises(ConfigError, match="5 values"):
+        create_model("gtle_net_tiny", classifier_channels=[4, 4])
+    with pytest.raises(ConfigError, match="fixed_boxes"):
+        create_model("kdsrl_tiny", fixed_boxes=[[0, 0, 1, 1]])
+
+
+def _mean_shape() -> np.ndarray:
+    from aue_edge.edge.face.landmarks import mean_shape_68
+
+    return np.asarray(mean_shape_68(), dtype=np.float32)

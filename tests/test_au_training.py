@@ -1,0 +1,230 @@
+"""AU detectors end to end on real data: FER+ images with pseudo AU labels through the stage
+trainers (loss decreases), BP4D/DISFA fixtures through the readers (3 folds, F1-frame report),
+ONNX export with the model card and torch-vs-ONNX Runtime parity, resume."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
+from aue_edge.edge.errors import ConfigError
+from aue_edge.edge.model_card import find_card
+from aue_edge.train.au.run import is_au_config, overrides_from_args, train_from_config
+from aue_edge.train.runtime import load_checkpoint, read_checkpoint
+
+torch.set_num_threads(1)
+FAMILIES = ("lp_net", "gtle_net", "kdsrl")
+NO_AUGMENT = {f"augment.{k}": v for k, v in {
+    "flip_prob": 0.0, "max_rotation_deg": 0.0, "max_shift_frac": 0.0, "scale_min": 1.0,
+    "scale_max": 1.0, "erase_prob": 0.0}.items()}
+
+
+def _tiny(repo_root: Path, family: str, out_dir: Path, ferplus_root: Path, **extra) -> dict:
+    overrides = {"run.out_dir": str(out_dir), "run.progress": False,
+                 "data.root": str(ferplus_root), **extra}
+    return train_from_config(repo_root / "train" / "configs" / f"{family}_tiny.yaml",
+                             overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def ferplus_runs(repo_root, ferplus_root, tmp_path_factory):
+    """Each family's tiny config trained once on real FER+ images (pseudo AU labels)."""
+    out = tmp_path_factory.mktemp("au_runs")
+    return {f: (_tiny(repo_root, f, out / f, ferplus_root), out / f) for f in FAMILIES}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILIES)
+def test_loss_decreases_on_real_ferplus_images(repo_root, ferplus_root, tmp_path, family):
+    # one fixed batch of 16 real FER+ images, no augmentation, several steps: the trained
+    # objective (LP-Net stage 3, GTLE-Net BCE + reconstruction, KDSRL classifiers) must drop
+    steps = {"lp_net": {"lp_net.stages": [{"stage": 3, "epochs": 10, "lr_stem": 1e-3,
+                                           "lr_head": 1e-3, "lr_pnet": 1e-3}]},
+             "gtle_net": {"gtle_net.gee_epochs": 0, "gtle_net.epochs": 10},
+             "kdsrl": {"kdsrl.ssl_epochs": 0, "kdsrl.classify_mode": "finetune",
+                       "kdsrl.classify_epochs": 10}}[family]
+    if family == "lp_net":
+        steps["lp_net.selective_learning"] = False   # SL re-draws its sub-sample every step
+    report = _tiny(repo_root, family, tmp_path, ferplus_root, **steps, **NO_AUGMENT,
+                   **{"data.max_train_images": 16, "data.max_eval_images": 8})
+    history = json.loads((tmp_path / "history.json").read_text())
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert len(losses) == 10
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    assert report["train"]["num_images"] == 16
+
+
+def test_ferplus_runs_write_checkpoint_history_and_pseudo_f1(ferplus_runs):
+    for family, (report, out) in ferplus_runs.items():
+        payload = read_checkpoint(out / "model.pt")
+        assert payload["au_names"] == report["au_names"] and len(report["au_names"]) == 17
+        assert payload["pseudo_labels"] is True
+        assert 0.0 <= report["pseudo_mean_f1_pct"] <= 100.0
+        assert 0.0 < report["all_positive_mean_f1_pct"] <= 100.0
+        stages = {h["stage"] for h in json.loads((out / "history.json").read_text())}
+        expected = {"lp_net": {"stage1", "stage2", "stage3"}, "gtle_net": {"gee", "au"},
+                    "kdsrl": {"ssl", "classify_frozen"}}[family]
+        assert expected <= stages, (family, stages)
+        assert (out / "loss_curve.png").stat().st_size > 1000
+    # GEE pre-training saw real vote triplets, and their counts are reported
+    gee = [h for h in json.loads((ferplus_runs["gtle_net"][1] / "history.json").read_text())
+           if "triplet_stats" in h]
+    assert gee and gee[0]["triplet_stats"]["kept"] >= 64
+
+
+def test_kdsrl_frozen_mode_leaves_the_encoder_untouched(ferplus_runs):
+    out = ferplus_runs["kdsrl"][1]
+    after_ssl = read_checkpoint(out / "stages" / "0_ssl.pt")["state_dict"]
+    final = read_checkpoint(out / "model.pt")["state_dict"]
+    encoder = [k for k in final if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(after_ssl[k], final[k]) for k in encoder)
+    heads = [k for k in final if k.startswith("classifiers.") and k.endswith("weight")]
+    assert any(not torch.equal(after_ssl[k], final[k]) for k in heads)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_export_card_and_ort_parity(ferplus_runs, tmp_path, family):
+    from aue_edge.edge.face.landmarks import mean_shape_68
+    from aue_edge.train.au.export import export_au_checkpoint
+
+    checkpoint = ferplus_runs[family][1] / "model.pt"
+    path = export_au_checkpoint(checkpoint, tmp_path)
+    card = find_card(path)
+    model, _payload = load_checkpoint(checkpoint)
+    assert card.outputs.au_probs == "au_probs" and card.outputs.emotion_probs is None
+    assert card.outputs.au_names == tuple(model.au_names)
+    assert card.input.size_px == tuple(model.input_size_px) and card.input.color == "gray3"
+    h, w = card.input.size_px
+    rng = np.random.default_rng(0)
+    feeds = {"image": rng.standard_normal((3, 3, h, w)).astype(np.float32)}   # dynamic batch 3
+    if family == "lp_net":
+        assert card.extra_inputs["landmarks"]["shape"] == ["batch", 68, 2]
+        feeds["landmarks"] = (np.asarray(mean_shape_68(), dtype=np.float32)[None]
+                              + 0.01 * rng.standard_normal((3, 68, 2)).astype(np.float32))
+    else:
+        assert card.extra_inputs == {}
+    with OrtBackend(path) as backend:
+        assert [i.name for i in backend.inputs] == list(feeds)
+        got = backend.infer(feeds)["au_probs"]
+    with torch.no_grad():
+        ref = model.eval()(*(torch.from_numpy(v) for v in feeds.values()))["au_probs"].numpy()
+    assert got.shape == (3, len(card.outputs.au_names))
+    np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,dataset,extra", [
+    ("lp_net", "bp4d", {}),
+    ("kdsrl", "disfa", {"kdsrl.classify_mode": "finetune"}),
+])
+def test_three_fold_training_on_au_fixtures(repo_root, ferplus_root, tmp_path, family, dataset,
+                                            extra):
+    from aue_edge.train.data.folds import BP4D_FOLDS, DISFA_FOLDS
+
+    root = repo_root / "tests" / "fixtures" / "datasets" / dataset
+    report = _tiny(repo_root, family, tmp_path, ferplus_root,
+                   **{"data.dataset": dataset, "data.root": str(root), "model.au_set": dataset,
+                      "run.batch_size": 4, **extra})
+    assert set(report["folds"]) == {"fold1", "fold2", "fold3"}
+    folds = BP4D_FOLDS if dataset == "bp4d" else DISFA_FOLDS
+    for k, fold in enumerate(report["folds"].values(), start=1):
+        assert fold["test"]["num_images"] > 0 and fold["train"]["num_images"] > 0
+        # subject-exclusive: the test subjects are this fold's, none of them is trained on
+        assert set(fold["test"]["subjects"]) <= set(folds[k - 1])
+        assert not set(fold["test"]["subjects"]) & set(fold["train"]["subjects"])
+        payload = read_checkpoint(tmp_path / f"fold{k}" / "model.pt")
+        assert payload["pseudo_labels"] is False
+        assert f"fold{k}/test" in payload["metrics"]["eval_source"]
+    results = json.loads((tmp_path / "results.json").read_text())
+    names = results["folds"]["fold1"]["au_names"]
+    assert len(names) == (12 if dataset == "bp4d" else 8)
+    assert all(0.0 <= v <= 100.0 for f in results["folds"].values() for v in f["f1_pct"])
+    table = (tmp_path / "results.md").read_text()
+    assert "| paper |" in table and "| mean |" in table
+    assert (tmp_path / "f1_per_au.png").stat().st_size > 1000
+    assert "threshold 0.5" in results["protocol"]
+
+
+def test_resume_skips_finished_stages(repo_root, ferplus_root, ferplus_runs, tmp_path):
+    import shutil
+
+    src = ferplus_runs["lp_net"][1]
+    shutil.copytree(src, tmp_path, dirs_exist_ok=True)
+    before = read_checkpoint(src / "model.pt")["state_dict"]
+    _tiny(repo_root, "lp_net", tmp_path, ferplus_root, **{"run.resume": True})
+    after = read_checkpoint(tmp_path / "model.pt")["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)   # nothing retrained
+
+
+def test_cli_flags_map_onto_the_config(repo_root):
+    args = argparse.Namespace(set=["lp_net.orthogonality_weight=0.5"], out_dir="x", root="r",
+                              packed=None, device="cpu", seed=3, batch_size=None, init=None,
+                              resume=True, no_progress=True, stage=None, pretrained=None)
+    assert overrides_from_args(args) == {"lp_net.orthogonality_weight": 0.5,
+                                         "run.out_dir": "x", "data.root": "r",
+                                         "run.device": "cpu", "run.seed": 3,
+                                         "run.resume": True, "run.progress": False}
+    with pytest.raises(ConfigError, match="--stage"):
+        overrides_from_args(argparse.Namespace(stage=[1]))
+    assert is_au_config(repo_root / "train" / "configs" / "kdsrl_tiny.yaml")
+    assert not is_au_config({"model": "aue_crl_r18"})
+
+
+@pytest.mark.parametrize("artifact", ["checkpoint", "onnx"])
+def test_ferplus_model_scored_on_bp4d_fixture(repo_root, ferplus_runs, tmp_path, artifact):
+    from aue_edge.train.au.export import export_au_checkpoint
+    from aue_edge.train.au.run import evaluate_au_detector
+
+    checkpoint = ferplus_runs["lp_net"][1] / "model.pt"
+    model_path = (checkpoint if artifact == "checkpoint"
+                  else export_au_checkpoint(checkpoint, tmp_path / "onnx"))
+    result = evaluate_au_detector(model_path, "bp4d",
+                                  repo_root / "tests" / "fixtures" / "datasets" / "bp4d",
+                                  tmp_path / "eval", progress=False)
+    # AUE-CRL's 17 AUs and BP4D's 12 share 11 (BP4D's AU14 is not in AUE-CRL's list)
+    assert len(result["au_names"]) == 11 and "AU14" not in result["au_names"]
+    assert result["num_frames"] == 9       # all three fixture subjects, every fold
+    assert 0.0 <= result["mean_f1_pct"] <= 100.0
+    assert (tmp_path / "eval" / "results.md").is_file()
+
+
+@pytest.mark.parametrize("family", ["lp_net", "kdsrl"])
+def test_exported_detector_replaces_the_edge_au_output(ferplus_runs, tmp_path, astronaut_bgr,
+                                                       family):
+    # the edge pipeline's au_model_dir: the AU output now comes from this detector (LP-Net
+    # also gets the 68 landmarks it declares in its card)
+    from aue_edge.edge.pipeline import Pipeline, PipelineConfig
+    from aue_edge.train.au.export import export_au_checkpoint
+
+    export_au_checkpoint(ferplus_runs[family][1] / "model.pt", tmp_path)
+    with Pipeline(PipelineConfig(au_model_dir=str(tmp_path), num_threads=1)) as pipeline:
+        assert pipeline.au_names == tuple(ferplus_runs[family][0]["au_names"])
+        result = pipeline.process(astronaut_bgr, timestamp_s=0.0)
+    assert len(result.faces) == 1
+    face = result.faces[0]
+    assert face.au_probs.shape == (17,) and np.all((face.au_probs > 0) & (face.au_probs < 1))
+    assert face.emotion_probs is not None          # the emotion output still comes from AUE-CRL
+
+
+def test_gtle_frozen_parts_keep_their_weights(repo_root, ferplus_root, tmp_path):
+    # mask_optimizer: frozen (the paper keeps E_m out of Adam) and freeze_gee: only the
+    # attention features, decoder and classifiers learn
+    from aue_edge.train.knowledge import AUECRL_AUS
+    from aue_edge.train.models import create_model
+    from aue_edge.train.runtime import seed_everything
+
+    _tiny(repo_root, "gtle_net", tmp_path, ferplus_root,
+          **{"gtle_net.gee_epochs": 0, "gtle_net.mask_optimizer": "frozen",
+             "gtle_net.freeze_gee": True, "data.max_train_images": 32})
+    seed_everything(0)                       # the run builds its model right after this seed
+    initial = dict(create_model("gtle_net_tiny", au_names=list(AUECRL_AUS)).named_parameters())
+    final = read_checkpoint(tmp_path / "model.pt")["state_dict"]
+    frozen = [k for k in initial if k.startswith(("gee.", "embed.", "em_up.", "em_head."))]
+    trained = [k for k in initial if k.startswith(("classifiers.", "ea_heads.", "decoder."))]
+    assert frozen and all(torch.equal(initial[k].detach(), final[k]) for k in frozen)
+    assert any(not torch.equal(initial[k].detach(), final[k]) for k in trained)
