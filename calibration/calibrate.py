@@ -5,10 +5,14 @@ The calibration stage of the flow (train -> **calibration** -> edge), behind ``a
 1. statistics: the model, with every activation exposed as an output, runs in ONNX Runtime on
    the calibration faces (edge preprocessing from the card); streaming histograms per tensor;
 2. thresholds from the chosen calibrator (entropy, percentile, minmax);
-3. ``calibration.cache`` (TensorRT 8.5 implicit INT8) for every activation tensor;
-4. ``model.int8.onnx`` (explicit Q/DQ for TensorRT 10+ / ONNX Runtime) with the card embedded
-   (precision ``int8-qdq``) and a card JSON beside it;
-5. held-out evaluation of FP32 vs INT8 and ``calibration_report.json`` + plots.
+3. target ``tensorrt`` (default): ``calibration.cache`` (TensorRT 8.5 implicit INT8) for every
+   activation tensor, and ``model.int8.onnx`` (explicit symmetric Q/DQ for TensorRT 10+) with
+   the card embedded (precision ``int8-qdq``) and a card JSON beside it;
+4. target ``ort-cpu``: ``model.int8.ort.onnx`` (uint8 activations for ONNX Runtime's CPU int8
+   kernels, ``ort_qdq.py``) with its card (precision ``int8-qdq-ort``) embedded and in
+   ``model.int8.ort.card.json``; no cache;
+5. held-out evaluation of FP32 vs INT8 and the report + plots (names per target:
+   :data:`OUTPUT_NAMES`).
 """
 from __future__ import annotations
 
@@ -29,6 +33,8 @@ from aue_edge.calibration.config import CalibrationConfig
 from aue_edge.calibration.graph import (activation_tensors, graph_inputs, load_model,
                                         opset_version, temporary_model_file,
                                         with_extra_outputs)
+from aue_edge.calibration.ort_qdq import (ORT_INT8_MODEL_FILENAME, ORT_PRECISION,
+                                          asymmetric_ranges, inspect_ort_qdq, quantize_for_ort)
 from aue_edge.calibration.qdq import (QuantizationPlan, inspect_qdq, insert_qdq,
                                       plan_quantization)
 from aue_edge.calibration.report import OutputAgreement, TensorSnr, write_plots
@@ -52,10 +58,29 @@ CLIP_WARNING_FRACTION = 0.01   # warn when a threshold clips more than 1 % of a 
 
 
 @dataclass(frozen=True)
+class OutputNames:
+    """File names one target writes; the two targets can share a folder without overwriting."""
+
+    model: str
+    report: str
+    images: str
+    plot_suffix: str
+    precision: str
+
+
+OUTPUT_NAMES = {
+    "tensorrt": OutputNames(INT8_MODEL_FILENAME, REPORT_FILENAME, IMAGES_FILENAME, "",
+                            "int8-qdq"),
+    "ort-cpu": OutputNames(ORT_INT8_MODEL_FILENAME, "calibration_report.ort.json",
+                           "calibration_images.ort.tsv", ".ort", ORT_PRECISION),
+}
+
+
+@dataclass(frozen=True)
 class CalibrationOutputs:
     out_dir: Path
     int8_model: Path
-    cache: Path
+    cache: Path | None          # None for target ort-cpu (the cache is TensorRT's)
     report: Path
     card: Path
     summary: dict
@@ -99,7 +124,8 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     warnings: list[str] = []
-    if (out_dir / INT8_MODEL_FILENAME).resolve() == model_path.resolve():
+    names = OUTPUT_NAMES[config.target]
+    if (out_dir / names.model).resolve() == model_path.resolve():
         raise CalibrationError(f"--out {out_dir} would overwrite the input model {model_path}; "
                                f"calibrate the FP32 model or choose another folder")
     model = load_model(model_path)
@@ -160,41 +186,64 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
 
     # 3. TensorRT cache: every activation, except what only kept-FP32 layers read or write and
     # the model's outputs (probabilities stay in float: a clipped sigmoid/softmax output scale
-    # would cap the probabilities TensorRT returns).
+    # would cap the probabilities TensorRT returns). Target ort-cpu writes no cache.
     kept_only = _kept_fp32_tensors(model, plan.kept_fp32)
     model_outputs = {o.name for o in model.graph.output}
     algorithm = ALGORITHM_BY_METHOD[config.method] if config.cache_algorithm == "auto" \
         else config.cache_algorithm
-    if algorithm != ALGORITHM_BY_METHOD[config.method]:
-        warnings.append(f"cache header says {algorithm} although the ranges come from the "
-                        f"{config.method} calibrator (cache_algorithm override)")
-    cache_ranges = {name: value for name, value in amax.items()
-                    if name not in kept_only and name not in model_outputs}
-    cache_path = write_cache(out_dir / CACHE_FILENAME, cache_ranges, config.trt_version,
-                             algorithm)
+    cache_ranges: dict[str, float] = {}
+    cache_path = None
+    ort_ranges: dict[str, tuple[float, float]] = {}
+    if config.target == "tensorrt":
+        if algorithm != ALGORITHM_BY_METHOD[config.method]:
+            warnings.append(f"cache header says {algorithm} although the ranges come from the "
+                            f"{config.method} calibrator (cache_algorithm override)")
+        cache_ranges = {name: value for name, value in amax.items()
+                        if name not in kept_only and name not in model_outputs}
+        cache_path = write_cache(out_dir / CACHE_FILENAME, cache_ranges, config.trt_version,
+                                 algorithm)
 
-    # 4. Q/DQ model + card
-    int8_model = insert_qdq(model, plan, amax)
-    facts = inspect_qdq(int8_model)
-    if facts["problems"]:
-        raise CalibrationError("the Q/DQ model breaks TensorRT's rules, not written: " +
-                               "; ".join(facts["problems"][:5]))
-    if facts["opset"] != opset_version(model):
-        raise CalibrationError(f"the Q/DQ model changed the opset from {opset_version(model)} "
-                               f"to {facts['opset']}")
-    calibration_facts = {"method": config.method, "calibration_images": calib_log.used,
+        # 4. Q/DQ model for TensorRT
+        int8_model = insert_qdq(model, plan, amax)
+        facts = inspect_qdq(int8_model)
+        if facts["problems"]:
+            raise CalibrationError("the Q/DQ model breaks TensorRT's rules, not written: " +
+                                   "; ".join(facts["problems"][:5]))
+        if facts["opset"] != opset_version(model):
+            raise CalibrationError(f"the Q/DQ model changed the opset from "
+                                   f"{opset_version(model)} to {facts['opset']}")
+    else:
+        # 4. Q/DQ model for ONNX Runtime CPU: same calibrator, uint8 asymmetric ranges
+        ort_ranges = asymmetric_ranges(collector.histograms, amax)
+        excluded = tuple(plan.kept_fp32) + tuple(name for name, _why in plan.skipped)
+        int8_model = quantize_for_ort(model, ort_ranges, tuple(config.quantize_op_types),
+                                      excluded, config.ort_reduce_range)
+        facts = inspect_ort_qdq(int8_model, config.ort_reduce_range)
+        if facts["problems"]:
+            raise CalibrationError("the ort-cpu Q/DQ model is not in the form ONNX Runtime's "
+                                   "CPU int8 kernels fuse, not written: " +
+                                   "; ".join(facts["problems"][:5]))
+        facts["opset"] = opset_version(int8_model)
+    calibration_facts = {"target": config.target, "method": config.method,
+                         "calibration_images": calib_log.used,
                          "calibration_set_sha256": calib_log.set_sha256(),
                          "source_model": model_path.name,
                          "source_model_sha256": sha256_of_files(model_path),
                          "quantized_nodes": len(plan.quantized),
-                         "qdq_placement": config.qdq_placement,
+                         "qdq_placement": config.qdq_placement
+                         if config.target == "tensorrt" else "onnxruntime-qdq",
+                         "activations": "int8 symmetric" if config.target == "tensorrt"
+                         else "uint8 asymmetric",
+                         "weights": "int8 per-channel" + (
+                             ", reduce_range (7-bit)" if config.target == "ort-cpu" and
+                             config.ort_reduce_range else ""),
                          "kept_fp32": list(plan.kept_fp32),
                          "percentile": config.percentile if config.method == "percentile"
                          else None}
-    int8_path = out_dir / INT8_MODEL_FILENAME
+    int8_path = out_dir / names.model
 
     # 5. held-out evaluation (needs the int8 model on disk)
-    int8_card = card.replace(precision="int8-qdq",
+    int8_card = card.replace(precision=names.precision,
                              provenance={**card.provenance, "calibration": calibration_facts})
     embed_card_in_onnx(int8_model, int8_card)
     onnx.save(int8_model, str(int8_path))
@@ -220,12 +269,13 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
         "fp32_model": card.metrics})
     embed_card_in_onnx(int8_model, int8_card)
     onnx.save(int8_model, str(int8_path))
-    card_path = _write_card(int8_card, out_dir, model_path, warnings)
+    card_path = _write_card(int8_card, out_dir, model_path, names, warnings)
 
     # 6. report + plots
     per_tensor = {}
     heavily_clipped: list[str] = []
-    qdq_tensors = set(plan.activation_tensors(model))
+    qdq_tensors = {node.input[0] for node in int8_model.graph.node
+                   if node.op_type == "QuantizeLinear"} & set(activations)
     for name in activations:
         hist = collector.histograms[name]
         per_tensor[name] = {**hist.summary(), "amax": amax[name],
@@ -234,6 +284,8 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
                             "in_cache": name in cache_ranges,
                             "histogram_snr_db": _finite(quantization_snr_db(hist, amax[name])),
                             "clipped_fraction": clipped_fraction(hist, amax[name])}
+        if ort_ranges:
+            per_tensor[name]["uint8_range"] = list(ort_ranges[name])
         if per_tensor[name]["clipped_fraction"] > CLIP_WARNING_FRACTION and \
                 (name in qdq_tensors or name in cache_ranges):
             heavily_clipped.append(name)
@@ -255,9 +307,9 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
                         worst_inputs[:config.plot_worst_tensors], amax, config.method,
                         config.percentile, config.entropy_start_bin,
                         config.entropy_max_clip_fraction, config.entropy_flatten_zero_bin,
-                        node_snr) \
+                        node_snr, names.plot_suffix) \
         if config.plot_worst_tensors else []
-    _write_image_list(out_dir / IMAGES_FILENAME, calib_log, eval_log)
+    _write_image_list(out_dir / names.images, calib_log, eval_log)
     report = {
         "schema": REPORT_SCHEMA,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -265,21 +317,26 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
         "model": {"path": str(model_path), "sha256": calibration_facts["source_model_sha256"],
                   "model_name": card.model_name, "opset": opset_version(model),
                   "input": input_name},
+        "target": config.target,
         "method": config.method,
         "config": config.to_dict(),
         "calibration_images": calib_log.summary(calib_source),
         "evaluation_images": eval_log.summary(eval_source) if eval_log is not None else None,
-        "image_list": IMAGES_FILENAME,
+        "image_list": names.images,
         "outputs": {
             "int8_model": int8_path.name, "card": card_path.name,
-            "cache": cache_path.name, "cache_header": f"TRT-{config.trt_version}-{algorithm}",
+            "cache": cache_path.name if cache_path is not None else None,
+            "cache_header": f"TRT-{config.trt_version}-{algorithm}"
+            if cache_path is not None else None,
             "cache_tensors": len(cache_ranges),
-            "qdq": {k: v for k, v in facts.items() if k != "problems"},
+            "qdq": {k: v for k, v in facts.items()
+                    if k not in ("problems", "per_tensor_weights")},
             "plots": plots,
         },
         "quantization": {"quantized_nodes": [q.name for q in plan.quantized],
                          "kept_fp32": list(plan.kept_fp32),
-                         "weights_per_tensor": list(plan.per_tensor_weights),
+                         "weights_per_tensor": list(plan.per_tensor_weights)
+                         if config.target == "tensorrt" else facts["per_tensor_weights"],
                          "left_in_fp32": [{"node": n, "why": w} for n, w in plan.skipped],
                          "cache_left_out_for_kept_fp32": sorted(kept_only),
                          "cache_left_out_model_outputs": sorted(model_outputs)},
@@ -290,7 +347,7 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
         "per_tensor": per_tensor,
         "warnings": warnings,
     }
-    report_path = out_dir / REPORT_FILENAME
+    report_path = out_dir / names.report
     report_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return CalibrationOutputs(out_dir, int8_path, cache_path, report_path, card_path, report)
 
@@ -336,15 +393,54 @@ def _kept_fp32_tensors(model: onnx.ModelProto, kept: list[str]) -> set[str]:
     return out
 
 
-def _write_card(card: ModelCard, out_dir: Path, model_path: Path, warnings: list[str]) -> Path:
-    """card.json beside the int8 model, unless that folder's card.json is the FP32 model's."""
+def _write_card(card: ModelCard, out_dir: Path, model_path: Path, names: OutputNames,
+                warnings: list[str]) -> Path:
+    """The INT8 card beside its model: target tensorrt writes card.json unless that folder's
+    card.json is the FP32 model's (then model.int8.card.json); target ort-cpu always writes
+    model.int8.ort.card.json, so a folder's card.json never describes it."""
+    named = out_dir / (Path(names.model).stem + ".card.json")
+    if names.model != INT8_MODEL_FILENAME:
+        return card.save(named)
     beside = out_dir / CARD_FILENAME
     if out_dir.resolve() == model_path.parent.resolve() and beside.is_file():
-        path = out_dir / (Path(INT8_MODEL_FILENAME).stem + ".card.json")
         warnings.append(f"{beside} belongs to the FP32 model and was kept; the INT8 card is in "
-                        f"{path.name} and in the ONNX metadata of {INT8_MODEL_FILENAME}")
-        return card.save(path)
+                        f"{named.name} and in the ONNX metadata of {names.model}")
+        return card.save(named)
     return card.save(beside)
+
+
+def _layer_outputs(model: onnx.ModelProto, int8_model: onnx.ModelProto,
+                   plan: QuantizationPlan, through_output_qdq: bool = False) -> dict[str, str]:
+    """FP32 tensor -> INT8 tensor compared for each quantised layer's output (per-layer SNR).
+
+    The INT8 side is the layer's output as the INT8 graph names it. ONNX Runtime's quantizer
+    (target ort-cpu) folds a Relu that follows a Conv into the Conv's uint8 output range: the
+    Conv output then carries the Relu's name but holds pre-ReLU values until its
+    QuantizeLinear clamps them. With ``through_output_qdq`` the INT8 side is therefore the
+    DequantizeLinear output after the layer (what the next layer reads), compared with the
+    FP32 tensor of the same name (the Relu output)."""
+    fp32_tensors = {name for node in model.graph.node for name in node.output}
+    int8_outputs = {node.name: node.output[0] for node in int8_model.graph.node
+                    if node.name and node.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in int8_model.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    pairs: dict[str, str] = {}
+    for entry in plan.quantized:
+        node = model.graph.node[entry.node_index]
+        name = int8_outputs.get(node.name, node.output[0]) if node.name else node.output[0]
+        if name not in fp32_tensors or name in pairs:
+            continue
+        int8_name = name
+        if through_output_qdq:
+            quantize = readers.get(name, [])
+            if len(quantize) == 1 and quantize[0].op_type == "QuantizeLinear":
+                dequantize = readers.get(quantize[0].output[0], [])
+                if len(dequantize) == 1 and dequantize[0].op_type == "DequantizeLinear":
+                    int8_name = dequantize[0].output[0]
+        pairs[name] = int8_name
+    return pairs
 
 
 def _write_image_list(path: Path, calib: UsageLog, held_out: UsageLog | None) -> None:
@@ -369,11 +465,12 @@ def _evaluate(model: onnx.ModelProto, int8_model: onnx.ModelProto, model_path: P
         order, start = seeded_order(len(eval_source), config.seed + 1), 0
     eval_log = UsageLog("evaluation", config.eval_images)
     agreement = OutputAgreement(card, _label_map(eval_source, card))
-    layer_outputs = [model.graph.node[q.node_index].output[0] for q in plan.quantized]
-    snr = TensorSnr(layer_outputs)
+    layer_pairs = _layer_outputs(model, int8_model, plan,
+                                 through_output_qdq=config.target == "ort-cpu")
+    snr = TensorSnr(list(layer_pairs))
     snr_left = config.snr_images
-    fp32_layers_model = with_extra_outputs(model, layer_outputs)
-    int8_layers_model = with_extra_outputs(int8_model, layer_outputs)
+    fp32_layers_model = with_extra_outputs(model, list(layer_pairs))
+    int8_layers_model = with_extra_outputs(int8_model, list(layer_pairs.values()))
     with temporary_model_file(fp32_layers_model) as fp32_layers_path, \
             temporary_model_file(int8_layers_model) as int8_layers_path, \
             _backend(model_path, config) as fp32, _backend(int8_path, config) as int8, \
@@ -389,7 +486,10 @@ def _evaluate(model: onnx.ModelProto, int8_model: onnx.ModelProto, model_path: P
             if snr_left > 0:
                 take = min(snr_left, len(batch))
                 few = {input_name: feeds[input_name][:take]}
-                snr.update(fp32_layers.infer(few), int8_layers.infer(few))
+                int8_values = int8_layers.infer(few)
+                snr.update(fp32_layers.infer(few),
+                           {fp32_name: int8_values[int8_name]
+                            for fp32_name, int8_name in layer_pairs.items()})
                 snr_left -= take
             bar.update(len(batch))
         bar.close()

@@ -4,17 +4,21 @@
         --num-images 512 --out OUTDIR [--eval-split valid --eval-images 1000]
     aue calibrate MODEL.onnx --data PHOTOS_DIR --method percentile --percentile 99.99 \\
         --num-images 300 --out OUTDIR [--eval-data OTHER_DIR]
+    aue calibrate MODEL.onnx ... --target ort-cpu    # the INT8 model for ONNX Runtime on a CPU
 
-Writes OUTDIR/model.int8.onnx (+ card), calibration.cache, calibration_report.json, plots and
-calibration_images.tsv. Defaults come from config/calibration.yaml (``--config`` to use
-another file); flags override them.
+Target tensorrt (default) writes OUTDIR/model.int8.onnx (+ card), calibration.cache,
+calibration_report.json, plots and calibration_images.tsv; target ort-cpu writes
+model.int8.ort.onnx, model.int8.ort.card.json, calibration_report.ort.json, plots *.ort.png
+and calibration_images.ort.tsv (no cache). Defaults come from config/calibration.yaml
+(``--config`` to use another file); flags override them.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from aue_edge.calibration.config import CACHE_ALGORITHMS, METHODS, QDQ_PLACEMENTS, load_config
+from aue_edge.calibration.config import (CACHE_ALGORITHMS, METHODS, QDQ_PLACEMENTS, TARGETS,
+                                         load_config)
 from aue_edge.edge.errors import ConfigError
 from aue_edge.edge.model_card import ModelCard, find_card
 
@@ -39,6 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "config/calibration.yaml)")
     parser.add_argument("--card", type=Path,
                         help="model card JSON for a model that has none beside it or inside it")
+    parser.add_argument("--target", choices=TARGETS,
+                        help="tensorrt (default): model.int8.onnx, symmetric int8 Q/DQ for "
+                             "TensorRT + calibration.cache; ort-cpu: model.int8.ort.onnx, uint8 "
+                             "activations that ONNX Runtime's CPU int8 kernels run")
+    parser.add_argument("--ort-reduce-range", action=argparse.BooleanOptionalAction,
+                        default=None,
+                        help="--target ort-cpu: 7-bit weights, against int16 saturation on x86 "
+                             "CPUs without VNNI (default from config: on); --no-ort-reduce-range "
+                             "on VNNI CPUs and ARM")
     parser.add_argument("--method", choices=METHODS)
     parser.add_argument("--num-images", type=int, help="calibration images to use")
     parser.add_argument("--min-images", type=int,
@@ -82,13 +95,20 @@ def calibrate_main(argv: list[str]) -> int:
 
     args = build_parser().parse_args(argv)
     config = load_config(args.config).replace(
-        method=args.method, num_images=args.num_images, min_images=args.min_images,
+        target=args.target, ort_reduce_range=args.ort_reduce_range, method=args.method,
+        num_images=args.num_images, min_images=args.min_images,
         batch_size=args.batch_size, percentile=args.percentile, eval_split=args.eval_split,
         eval_images=args.eval_images, snr_images=args.snr_images,
         keep_fp32=tuple(args.keep_fp32) if args.keep_fp32 else None,
         trt_version=args.trt_version, cache_algorithm=args.cache_algorithm,
         qdq_placement=args.qdq_placement,
         data_aligned=args.data_aligned, seed=args.seed, num_threads=args.num_threads)
+    if config.target == "ort-cpu" and args.qdq_placement is not None:
+        raise ConfigError("--qdq-placement applies to --target tensorrt; with --target ort-cpu "
+                          "ONNX Runtime's quantizer places Q/DQ on the inputs and outputs of "
+                          "each quantised op (drop the flag)")
+    if config.target == "tensorrt" and args.ort_reduce_range is not None:
+        raise ConfigError("--ort-reduce-range applies to --target ort-cpu only")
     if args.num_images is not None and args.min_images is None and \
             config.min_images > config.num_images:
         config = config.replace(min_images=config.num_images)
@@ -132,10 +152,11 @@ def _print_summary(result) -> None:
     report = result.summary
     used = report["calibration_images"]["used"]
     print(f"calibrated {report['model']['path']} with {report['method']} on {used} images")
-    print(f"  INT8 Q/DQ model : {result.int8_model}")
+    print(f"  INT8 Q/DQ model : {result.int8_model} (target {report['target']})")
     print(f"  model card      : {result.card}")
-    print(f"  TensorRT cache  : {result.cache} ({report['outputs']['cache_header']}, "
-          f"{report['outputs']['cache_tensors']} tensors)")
+    if result.cache is not None:
+        print(f"  TensorRT cache  : {result.cache} ({report['outputs']['cache_header']}, "
+              f"{report['outputs']['cache_tensors']} tensors)")
     print(f"  report          : {result.report}")
     evaluation = report["evaluation"]
     if evaluation:

@@ -19,10 +19,14 @@ CACHE_ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibrat
                     "LegacyCalibration")
 QUANTIZABLE_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 QDQ_PLACEMENTS = ("inputs", "inputs_outputs")
+# What the INT8 model is for: "tensorrt" (model.int8.onnx, symmetric int8, + the TensorRT cache)
+# or "ort-cpu" (model.int8.ort.onnx, uint8 activations for ONNX Runtime's x86/ARM CPU kernels).
+TARGETS = ("tensorrt", "ort-cpu")
 
 
 @dataclass(frozen=True)
 class CalibrationConfig:
+    target: str = "tensorrt"
     method: str = "entropy"
     percentile: float = 99.99
     num_bins: int = 2048
@@ -41,6 +45,7 @@ class CalibrationConfig:
     quantize_op_types: tuple[str, ...] = QUANTIZABLE_OP_TYPES
     qdq_placement: str = "inputs"
     keep_fp32: tuple[str, ...] = ()
+    ort_reduce_range: bool = True
     detector_score_threshold: float = 0.6
     data_aligned: bool = False
     num_threads: int = 0
@@ -51,6 +56,8 @@ class CalibrationConfig:
 
     def validate(self, origin: str = "calibration config") -> None:
         problems = []
+        if self.target not in TARGETS:
+            problems.append(f"target must be one of {TARGETS}, got {self.target!r}")
         if self.method not in METHODS:
             problems.append(f"method must be one of {METHODS}, got {self.method!r}")
         if not 0.0 < self.percentile <= 100.0:

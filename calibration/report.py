@@ -137,8 +137,9 @@ class TensorSnr:
 def write_plots(out_dir: Path, histograms: dict[str, TensorHistogram], worst: list[str],
                 chosen_amax: dict[str, float], method: str, percentile: float,
                 start_bin: int, max_clip_fraction: float, flatten_zero_bin: bool,
-                node_snr_db: dict[str, float]) -> list[str]:
-    """Histogram plot of the ``worst`` tensors and a per-layer SNR plot; returns file names."""
+                node_snr_db: dict[str, float], suffix: str = "") -> list[str]:
+    """Histogram plot of the ``worst`` tensors and a per-layer SNR plot; returns file names
+    (``calibration_worst_histograms<suffix>.png``, ``calibration_layer_snr<suffix>.png``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -179,9 +180,9 @@ def write_plots(out_dir: Path, histograms: dict[str, TensorHistogram], worst: li
         fig.suptitle("|x| histograms (log counts) of the quantised activations with the lowest "
                      "int8 SNR, with each calibrator's threshold", fontsize=10)
         fig.tight_layout()
-        fig.savefig(out_dir / "calibration_worst_histograms.png", dpi=80)
+        fig.savefig(out_dir / f"calibration_worst_histograms{suffix}.png", dpi=80)
         plt.close(fig)
-        written.append("calibration_worst_histograms.png")
+        written.append(f"calibration_worst_histograms{suffix}.png")
     finite = {k: v for k, v in node_snr_db.items() if np.isfinite(v)}
     if finite:
         fig, ax = plt.subplots(figsize=(max(6.0, 0.12 * len(finite)), 3.4))
@@ -191,7 +192,7 @@ def write_plots(out_dir: Path, histograms: dict[str, TensorHistogram], worst: li
         ax.set_title("INT8 vs FP32 per layer on held-out images (accumulated error)")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(out_dir / "calibration_layer_snr.png", dpi=80)
+        fig.savefig(out_dir / f"calibration_layer_snr{suffix}.png", dpi=80)
         plt.close(fig)
-        written.append("calibration_layer_snr.png")
+        written.append(f"calibration_layer_snr{suffix}.png")
     return written

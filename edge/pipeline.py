@@ -12,13 +12,18 @@ Configuration is a frozen :class:`PipelineConfig`, loaded and validated from YAM
 (``config/pipeline.yaml`` documents every field and its default); keyword overrides (CLI flags,
 ROS parameters) replace single fields and are validated the same way.
 
-Which model file runs (``model_file: auto``), explicitly:
+Which model file runs (``model_file: auto``; :func:`resolve_model_file`, table
+:data:`MODEL_FILES`), the first that exists in ``model_dir``:
 
-- backend ``ort``: ``model.int8.onnx`` when it exists in ``model_dir`` (the shipped INT8 Q/DQ
-  model), else ``model.onnx``. (Its signed-int8 activations suit TensorRT; ONNX Runtime on an
-  x86 CPU without fast signed-int8 kernels may run ``model.onnx`` faster: set model_file.)
-- backend ``trt``: the first that exists of ``model.int8.engine``, ``model.fp16.engine``,
-  ``model.engine`` (build them with ``aue build``).
+- backend ``ort``, precision ``auto`` or ``int8``: ``model.int8.ort.onnx`` (``aue calibrate
+  --target ort-cpu``: uint8 activations that ONNX Runtime's CPU int8 kernels run, faster than
+  FP32 on a CPU), then ``model.int8.onnx`` (``--target tensorrt``: symmetric int8 Q/DQ made for
+  TensorRT, which ONNX Runtime CPU runs slower than FP32), then (``auto`` only)
+  ``model.onnx``; precision ``fp32``: ``model.onnx``.
+- backend ``trt``, precision ``auto``: ``model.int8.engine``, ``model.fp16.engine``,
+  ``model.engine`` (build them with ``aue build``); ``int8`` / ``fp16`` / ``fp32``: that one.
+
+A file named in ``model_file`` always wins; a missing one is an error, never a fallback.
 
 An optional AU detector (``au_model_dir``, e.g. an exported LP-Net / GTLE-Net) replaces the
 default model's AU output: it gets its own crops if its card asks for another template or size,
@@ -48,9 +53,15 @@ from aue_edge.edge.tracking import ASSIGNMENT_METHODS, IouTracker
 
 EDGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = EDGE_DIR / "models" / "aue_crl"
-AUTO_MODEL_FILES = {
-    "ort": ("model.int8.onnx", "model.onnx"),
-    "trt": ("model.int8.engine", "model.fp16.engine", "model.engine"),
+# backend -> precision -> model files in order of preference (module docstring).
+MODEL_FILES = {
+    "ort": {"auto": ("model.int8.ort.onnx", "model.int8.onnx", "model.onnx"),
+            "int8": ("model.int8.ort.onnx", "model.int8.onnx"),
+            "fp32": ("model.onnx",)},
+    "trt": {"auto": ("model.int8.engine", "model.fp16.engine", "model.engine"),
+            "int8": ("model.int8.engine",),
+            "fp16": ("model.fp16.engine",),
+            "fp32": ("model.engine",)},
 }
 STAGES = ("detect", "align", "infer", "postprocess", "total")
 LANDMARKS_INPUT = "landmarks"
@@ -254,9 +265,20 @@ class PipelineConfig:
                               overridden=frozenset(overrides))
 
 
-def resolve_model_file(model_dir: str | Path | None, model_file: str, backend: str) -> Path:
-    """The model file the pipeline will open (rule in the module docstring)."""
+def resolve_model_file(model_dir: str | Path | None, model_file: str, backend: str,
+                       precision: str = "auto") -> Path:
+    """The model file the pipeline will open.
+
+    ``model_file`` other than ``"auto"``: that file (relative to ``model_dir``). Otherwise the
+    first of :data:`MODEL_FILES` ``[backend][precision]`` that exists in ``model_dir``; for
+    ONNX Runtime (``ort``) with ``auto`` or ``int8`` that is ``model.int8.ort.onnx`` (the CPU
+    INT8 model), then ``model.int8.onnx`` (the TensorRT-style Q/DQ model), then, for ``auto``
+    only, ``model.onnx``.
+    """
     directory = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+    if precision not in MODEL_FILES.get(backend, {}):
+        raise ConfigError(f"precision {precision!r} is not available with backend {backend!r}; "
+                          f"choose one of {sorted(MODEL_FILES.get(backend, {}))}")
     if model_file != "auto":
         path = Path(model_file)
         path = path if path.is_absolute() else directory / path
@@ -267,14 +289,16 @@ def resolve_model_file(model_dir: str | Path | None, model_file: str, backend: s
     if not directory.is_dir():
         raise ModelFileError(f"model directory {directory} does not exist; pass --model DIR "
                              f"(a folder written by 'aue export' / 'aue calibrate')")
-    candidates = AUTO_MODEL_FILES[backend]
+    candidates = MODEL_FILES[backend][precision]
     for name in candidates:
         if (directory / name).is_file():
             return directory / name
     found = sorted(p.name for p in directory.iterdir())
-    hint = ("export one with 'aue export'" if backend == "ort"
+    hint = ("export one with 'aue export' (INT8: 'aue calibrate --target ort-cpu')"
+            if backend == "ort"
             else "build one with 'aue build MODEL.onnx --out DIR/model.engine'")
-    raise ModelFileError(f"no model for backend {backend!r} in {directory}: looked for "
+    raise ModelFileError(f"no {precision} model for backend {backend!r} in {directory}: "
+                         f"looked for "
                          f"{', '.join(candidates)}; found {found}. {hint}, or set model_file.")
 
 
