@@ -19,6 +19,7 @@ $(STAMP): requirements.txt setup.py package.xml $(MSGS)
 
 demo: setup
 	$(VENV)/bin/aue run --source edge/samples/demo_clip.mp4 --out runs/demo
+	$(PY) -m aue_edge.ros_nodes.demo
 
 test: setup
 	$(PY) -m pytest

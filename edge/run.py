@@ -308,8 +308,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--config", help="pipeline YAML (default: built-in defaults, see "
                                          "config/pipeline.yaml)")
-    parser.add_argument("--model", help="model folder (model.onnx / model.int8.onnx / *.engine "
-                                        "+ card.json); default: the shipped edge/models/aue_crl")
+    parser.add_argument("--model", help="model folder (model.int8.ort.onnx / model.int8.onnx / "
+                                        "model.onnx / *.engine + cards); default: the shipped "
+                                        "edge/models/aue_crl")
     parser.add_argument("--model-file", help="file name in the model folder (default: auto)")
     parser.add_argument("--backend", choices=("ort", "trt"), help="inference backend")
     parser.add_argument("--threads", type=int, help="ONNX Runtime threads")

@@ -42,7 +42,7 @@ from sensor_msgs.msg import CompressedImage, Image
 
 from aue_edge.edge.backends.factory import BACKEND_KINDS
 from aue_edge.edge.errors import AueError, ConfigError, InputImageError
-from aue_edge.edge.pipeline import Pipeline, PipelineConfig
+from aue_edge.edge.pipeline import Pipeline, PipelineConfig, resolve_model_file
 from aue_edge.edge.smoothing import SMOOTHING_METHODS
 from aue_edge.ros_nodes.conversions import compressed_to_bgr, image_to_bgr, stamp_to_seconds
 from aue_edge.ros_nodes.diagnostics import PerceptionStats, diagnostics_msg
@@ -54,16 +54,6 @@ from aue_edge.ros_nodes.spin import run_node
 
 NODE_NAME = "aue_perception"
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
-# precision -> model file per backend, the names 'aue export' / 'aue calibrate' / 'aue build'
-# write. "auto" leaves the choice to the pipeline (its module docstring states the rule).
-MODEL_FILE_BY_PRECISION = {
-    ("ort", "fp32"): "model.onnx",
-    ("ort", "int8"): "model.int8.onnx",
-    ("trt", "fp32"): "model.engine",
-    ("trt", "fp16"): "model.fp16.engine",
-    ("trt", "int8"): "model.int8.engine",
-}
-
 NODE_PARAMS = (
     ParamSpec("autostart", True, "configure and activate at start; false: wait for a "
               "lifecycle manager (~/change_state)", read_only=True),
@@ -131,15 +121,11 @@ def pipeline_config_from_params(params: dict) -> PipelineConfig:
         config = PipelineConfig.from_yaml(params["pipeline_config"], **overrides)
     else:
         config = PipelineConfig().replace(**overrides)
-    backend = config.backend
     precision = params["precision"]
     if precision != "auto" and "model_file" not in overrides:
-        model_file = MODEL_FILE_BY_PRECISION.get((backend, precision))
-        if model_file is None:
-            raise ConfigError(f"precision {precision!r} is not available with backend "
-                              f"{backend!r}; choose one of "
-                              f"{[p for b, p in MODEL_FILE_BY_PRECISION if b == backend]}")
-        config = config.replace(model_file=model_file)
+        # The pipeline's own file rule; a precision whose file is missing is an error.
+        model_file = resolve_model_file(config.model_dir, "auto", config.backend, precision)
+        config = config.replace(model_file=model_file.name)
     return config
 
 
