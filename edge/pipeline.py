@@ -302,7 +302,7 @@ def resolve_model_file(model_dir: str | Path | None, model_file: str, backend: s
                          f"{', '.join(candidates)}; found {found}. {hint}, or set model_file.")
 
 
-def _batch_limit(backend: Backend, input_name: str) -> int | None:
+def batch_limit(backend: Backend, input_name: str) -> int | None:
     """Largest batch one inference may take: the engine profile's max, or a fixed ONNX batch."""
     limit = backend.max_batch_size
     if limit:
@@ -314,7 +314,7 @@ def _batch_limit(backend: Backend, input_name: str) -> int | None:
     return None
 
 
-def _is_landmarks_input(name: str, card: ModelCard) -> bool:
+def is_landmarks_input(name: str, card: ModelCard) -> bool:
     """True for the extra input the pipeline can feed: 68 points per face (train/au/export)."""
     spec = card.extra_inputs.get(name)
     return (name == LANDMARKS_INPUT and isinstance(spec, dict)
@@ -331,7 +331,7 @@ class _Model:
             raise ModelCardError(f"{path}: the card's input {card.input.name!r} is not a model "
                                  f"input (model inputs: {input_names})")
         extra = [n for n in input_names if n != card.input.name]
-        unsupported = [n for n in extra if not _is_landmarks_input(n, card)]
+        unsupported = [n for n in extra if not is_landmarks_input(n, card)]
         if unsupported:
             raise ModelFileError(
                 f"{path} has inputs {unsupported} that the pipeline cannot feed (card "
@@ -346,7 +346,7 @@ class _Model:
             if name is not None and name not in output_names:
                 raise ModelCardError(f"{path}: the card's outputs.{key} {name!r} is not a model "
                                      f"output (model outputs: {sorted(output_names)})")
-        self.batch_limit = _batch_limit(backend, card.input.name)
+        self.batch_limit = batch_limit(backend, card.input.name)
 
     def infer(self, batch: np.ndarray, landmarks: np.ndarray | None = None
               ) -> dict[str, np.ndarray]:

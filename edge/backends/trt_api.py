@@ -154,6 +154,27 @@ class _CudaPython:
     def synchronize(self, stream) -> None:
         self._call("cudaStreamSynchronize", self.cudart.cudaStreamSynchronize(stream))
 
+    def capture_graph(self, enqueue, stream):
+        """Record what ``enqueue()`` puts on ``stream`` into an instantiated CUDA graph."""
+        cudart = self.cudart
+        self._call("cudaStreamBeginCapture", cudart.cudaStreamBeginCapture(
+            stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal))
+        try:
+            enqueue()
+        finally:
+            graph = self._call("cudaStreamEndCapture", cudart.cudaStreamEndCapture(stream))
+        try:
+            return self._call("cudaGraphInstantiateWithFlags",
+                              cudart.cudaGraphInstantiateWithFlags(graph, 0))
+        finally:
+            self._call("cudaGraphDestroy", cudart.cudaGraphDestroy(graph))
+
+    def launch_graph(self, graph_exec, stream) -> None:
+        self._call("cudaGraphLaunch", self.cudart.cudaGraphLaunch(graph_exec, stream))
+
+    def destroy_graph(self, graph_exec) -> None:
+        self._call("cudaGraphExecDestroy", self.cudart.cudaGraphExecDestroy(graph_exec))
+
     def close(self) -> None:
         pass
 
@@ -365,6 +386,22 @@ class TrtApi:
             ok = context.execute_async_v2(bindings=bindings, stream_handle=handle)
         if not ok:
             raise ModelFileError(f"TensorRT execution failed: {self._recent_errors()}")
+
+    # ------------------------------------------------------------------ CUDA graphs
+    def capture_graph(self, context, tensors: list[IoTensor], addresses: dict[str, int], stream):
+        """One inference captured as a CUDA graph (TensorRT asks for one plain ``execute`` on
+        the context first, so that shape-dependent set-up is not captured)."""
+        capture = getattr(self.cuda, "capture_graph", None)
+        if capture is None:
+            raise BackendUnavailableError(f"CUDA graphs need the cuda-python binding; this run "
+                                          f"uses {self.cuda.name} (--cuda-binding cuda-python)")
+        return capture(lambda: self.execute(context, tensors, addresses, stream), stream)
+
+    def launch_graph(self, graph, stream) -> None:
+        self.cuda.launch_graph(graph, stream)
+
+    def destroy_graph(self, graph) -> None:
+        self.cuda.destroy_graph(graph)
 
     # ------------------------------------------------------------------ memory (delegated)
     def malloc_device(self, nbytes: int) -> int:
