@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aue_edge.edge.config_files import check_fields, read_yaml
 from aue_edge.edge.errors import ConfigError
 
 GROUPS = ("preprocess", "infer", "postprocess", "end_to_end", "ros")
@@ -101,17 +102,8 @@ class BenchConfig:
     @classmethod
     def from_mapping(cls, data: Any, origin: str) -> "BenchConfig":
         """Build from a parsed YAML/JSON mapping; unknown keys and wrong types name the field."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{origin}: a benchmark config is a mapping of field: value, got "
-                              f"{type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ConfigError(f"{origin}: unknown field(s) {unknown}; known fields are "
-                              f"{sorted(fields)}")
-        values: dict[str, Any] = {}
-        for name, value in data.items():
-            values[name] = _coerce(name, value, origin)
+        values = {name: _coerce(name, value, origin)
+                  for name, value in check_fields(cls, data, origin).items()}
         try:
             return cls(**values)
         except ConfigError as exc:
@@ -120,16 +112,8 @@ class BenchConfig:
     @classmethod
     def load(cls, path: str | Path) -> "BenchConfig":
         """Read a YAML (or JSON, which is YAML) benchmark config."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"benchmark config {path} does not exist; pass an existing YAML "
-                              f"file or leave --config out to use the defaults")
-        try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise ConfigError(f"benchmark config {path} is not valid YAML: {exc}") from None
+        data = read_yaml(path, "benchmark config", "pass an existing YAML file or leave "
+                         "--config out to use the defaults")
         return cls.from_mapping(data or {}, origin=str(path))
 
 

@@ -18,7 +18,6 @@ the table says so. Each round is one call (the suites run ``iterations=1``).
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from aue_edge.benchmarks.machine import summary_lines
+from aue_edge.edge.config_files import read_json
 from aue_edge.edge.errors import AueError
 
 
@@ -182,13 +182,8 @@ def case_from_entry(entry: Any, origin: str) -> CaseStats:
 def load_run(path: str | Path) -> BenchRun:
     """Read a pytest-benchmark JSON file written by ``aue bench`` (or plain pytest-benchmark)."""
     path = Path(path)
-    if not path.is_file():
-        raise BenchReportError(f"benchmark run {path} does not exist; pass the JSON that "
-                               f"'aue bench' wrote (default runs/bench/<name>.json)")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BenchReportError(f"{path} is not valid UTF-8 JSON: {exc}") from None
+    doc = read_json(path, "benchmark run", "pass the JSON that 'aue bench' wrote (default "
+                    "runs/bench/<name>.json)", error=BenchReportError)
     if not isinstance(doc, dict) or not isinstance(doc.get("benchmarks"), list):
         raise BenchReportError(f"{path}: expected a pytest-benchmark JSON object with a "
                                f"'benchmarks' list; found {type(doc).__name__} without it")

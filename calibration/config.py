@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aue_edge.edge.config_files import check_fields, read_yaml
 from aue_edge.edge.errors import ConfigError
 
 METHODS = ("entropy", "percentile", "minmax")
@@ -119,30 +120,15 @@ def default_config_path() -> Path | None:
 
 def load_config(path: str | Path | None = None) -> CalibrationConfig:
     """Read a calibration YAML; ``None`` reads the default file (or the built-in defaults)."""
-    import yaml
-
     if path is None:
         path = default_config_path()
         if path is None:
             return CalibrationConfig()
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"calibration config {path} does not exist; pass an existing YAML "
-                          f"file (the defaults are in config/calibration.yaml)")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"calibration config {path} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"calibration config {path}: expected a mapping of keys to values, "
-                          f"got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(CalibrationConfig)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"calibration config {path}: unknown keys {unknown}; known keys are "
-                          f"{sorted(fields)}")
+    data = read_yaml(path, "calibration config", "pass an existing YAML file (the defaults "
+                     "are in config/calibration.yaml)") or {}
     values: dict[str, Any] = {}
-    for key, value in data.items():
+    for key, value in check_fields(CalibrationConfig, data, f"calibration config {path}").items():
         default = getattr(CalibrationConfig, key, None)
         try:
             if isinstance(default, tuple):

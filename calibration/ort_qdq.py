@@ -42,7 +42,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from aue_edge.calibration.qdq import _node_label, _weight_axis
+from aue_edge.calibration.qdq import _node_label, _weight_axis, check_qdq_model
 from aue_edge.calibration.stats import TensorHistogram
 from aue_edge.edge.errors import CalibrationError
 
@@ -136,10 +136,7 @@ def quantize_for_ort(model: onnx.ModelProto, ranges: dict[str, tuple[float, floa
     kept = [p for p in quantized.metadata_props if p.key != "onnx.infer"]
     del quantized.metadata_props[:]
     quantized.metadata_props.extend(kept)
-    try:
-        onnx.checker.check_model(quantized)
-    except onnx.checker.ValidationError as exc:
-        raise CalibrationError(f"the ort-cpu Q/DQ model failed ONNX's checker: {exc}") from None
+    check_qdq_model(quantized, "the ort-cpu Q/DQ model")
     return quantized
 
 

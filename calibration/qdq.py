@@ -287,11 +287,16 @@ def insert_qdq(model: onnx.ModelProto, plan: QuantizationPlan,
     kept = [init for init in graph.initializer if init.name in still_used]
     del graph.initializer[:]
     graph.initializer.extend(kept)
-    try:
-        onnx.checker.check_model(out)
-    except onnx.checker.ValidationError as exc:
-        raise CalibrationError(f"the Q/DQ model failed ONNX's checker: {exc}") from None
+    check_qdq_model(out, "the Q/DQ model")
     return out
+
+
+def check_qdq_model(model: onnx.ModelProto, what: str) -> None:
+    """Run ONNX's checker on a Q/DQ model this stage wrote; ``what`` names it in the error."""
+    try:
+        onnx.checker.check_model(model)
+    except onnx.checker.ValidationError as exc:
+        raise CalibrationError(f"{what} failed ONNX's checker: {exc}") from None
 
 
 def inspect_qdq(model: onnx.ModelProto) -> dict:

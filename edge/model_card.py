@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aue_edge.edge.config_files import read_json
 from aue_edge.edge.errors import ModelCardError
 
 SCHEMA_VERSION = 1
@@ -180,14 +181,8 @@ class ModelCard:
 
     @classmethod
     def load(cls, path: str | Path) -> "ModelCard":
-        path = Path(path)
-        if not path.is_file():
-            raise ModelCardError(f"model card {path} does not exist; every model needs the "
-                                 f"card.json that 'aue export' writes beside it")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelCardError(f"model card {path} is not valid UTF-8 JSON: {exc}") from None
+        data = read_json(path, "model card", "every model needs the card.json that "
+                         "'aue export' writes beside it", error=ModelCardError)
         return cls.from_dict(data, origin=str(path))
 
 

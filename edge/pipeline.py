@@ -45,6 +45,7 @@ import numpy as np
 from aue_edge.edge.backends.base import Backend
 from aue_edge.edge.backends.factory import BACKEND_KINDS, create_backend, find_model_card
 from aue_edge.edge.backends.trt_api import CUDA_BINDINGS  # a constant; TensorRT not imported
+from aue_edge.edge.config_files import read_yaml_with_lines
 from aue_edge.edge.errors import ConfigError, ModelCardError, ModelFileError
 from aue_edge.edge.model_card import ModelCard
 from aue_edge.edge.results import FaceResult, FrameResult
@@ -239,21 +240,8 @@ class PipelineConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "PipelineConfig":
         """Load a YAML file (flat ``field: value`` mapping); ``overrides`` win over the file."""
-        import yaml
-
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"pipeline config {path} does not exist")
-        text = path.read_text(encoding="utf-8")
-        try:
-            node = yaml.compose(text)
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        data, lines = read_yaml_with_lines(path, "pipeline config")
         data = {} if data is None else data
-        lines = {}
-        if isinstance(node, yaml.MappingNode):
-            lines = {key.value: key.start_mark.line + 1 for key, _value in node.value}
         if isinstance(data, dict):
             data = {**data, **overrides}
         return cls.from_dict(data, origin=str(path), lines=lines,

@@ -26,7 +26,7 @@ def test_yaml_then_flags(tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("roundz: 3\n", "unknown field"),
+    ("roundz: 3\n", r"unknown key\(s\) \['roundz'\]"),
     ("rounds: three\n", "field 'rounds' must be an integer"),
     ("rounds: true\n", "field 'rounds' must be an integer"),
     ("batches: [1, 0]\n", "batches must be positive"),

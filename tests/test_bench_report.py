@@ -143,7 +143,8 @@ def test_bad_json_names_file_and_field(tmp_path, mutate, message):
 
 def test_not_json_and_missing_file(tmp_path):
     (tmp_path / "x.json").write_text("{not json")
-    with pytest.raises(BenchReportError, match="not valid UTF-8 JSON"):
+    with pytest.raises(BenchReportError,
+                       match=r"x\.json is not valid JSON \(UTF-8 text expected\)"):
         load_run(tmp_path / "x.json")
     with pytest.raises(BenchReportError, match="does not exist"):
         load_run(tmp_path / "missing.json")

@@ -39,9 +39,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
+from aue_edge.edge.config_files import check_fields, read_yaml
 from aue_edge.edge.errors import ConfigError, DatasetError, ModelFileError
 from aue_edge.train.augment import AugmentConfig, GpuAugment, preprocess
 from aue_edge.train.metrics import au_pseudo_label_stats, classification_report
@@ -135,12 +135,7 @@ _SECTIONS = {"data": DataConfig, "input": InputConfig, "augment": AugmentConfig,
 
 
 def _build(cls: type, values: Any, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, found {type(values).__name__}")
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(names)}")
+    values = check_fields(cls, values, where)
     defaults = cls()
     kwargs = {}
     for key, value in values.items():
@@ -212,13 +207,7 @@ def validate_config(cfg: TrainConfig, origin: str = "<config>") -> None:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config; ``overrides`` maps dotted keys (``stage1.epochs``) to values."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"training config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    raw = raw or {}
+    raw = read_yaml(path, "training config") or {}
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from aue_edge.edge.errors import InputImageError
+
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -49,3 +51,12 @@ class Backend(abc.ABC):
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+def check_feed_names(expected: dict, feeds: dict, what: str) -> None:
+    """Every input fed by name and nothing else; ``what`` is "model" or "engine"."""
+    missing = sorted(set(expected) - set(feeds))
+    unknown = sorted(set(feeds) - set(expected))
+    if missing or unknown:
+        raise InputImageError(f"{what} inputs are {sorted(expected)}; missing {missing}, "
+                              f"unknown {unknown}")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aue_edge.edge.backends.base import Backend, TensorInfo
+from aue_edge.edge.backends.base import Backend, TensorInfo, check_feed_names
 from aue_edge.edge.errors import BackendUnavailableError, InputImageError, ModelFileError
 
 _ORT_TYPES = {
@@ -95,11 +95,7 @@ class OrtBackend(Backend):
         if self._session is None:
             raise ModelFileError("this backend was closed; create a new one")
         expected = {t.name: t for t in self._inputs}
-        missing = sorted(set(expected) - set(feeds))
-        unknown = sorted(set(feeds) - set(expected))
-        if missing or unknown:
-            raise InputImageError(f"model inputs are {sorted(expected)}; missing {missing}, "
-                                  f"unknown {unknown}")
+        check_feed_names(expected, feeds, "model")
         prepared = {}
         for name, array in feeds.items():
             info = expected[name]

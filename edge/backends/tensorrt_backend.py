@@ -15,14 +15,14 @@ module that imports them), so this file is tested without TensorRT, with a test 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import warnings
 from pathlib import Path
 
 import numpy as np
 
-from aue_edge.edge.backends.base import Backend, TensorInfo
+from aue_edge.edge.backends.base import Backend, TensorInfo, check_feed_names
+from aue_edge.edge.config_files import read_json
 from aue_edge.edge.errors import InputImageError, ModelFileError
 
 SIDECAR_SUFFIX = ".json"
@@ -38,17 +38,12 @@ def sidecar_path(engine_path: str | Path) -> Path:
 def read_sidecar(engine_path: str | Path, required: bool = True) -> dict | None:
     """The sidecar of an engine, validated; None if absent and not ``required``."""
     path = sidecar_path(engine_path)
-    if not path.is_file():
-        if not required:
-            return None
-        raise ModelFileError(
-            f"engine sidecar {path} does not exist; 'aue build' writes it beside every engine "
-            f"(it carries the model card: labels, preprocessing). Rebuild the engine with "
-            f"'aue build', or copy the sidecar along with the .engine file.")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(f"engine sidecar {path} is not valid JSON: {exc}") from None
+    if not path.is_file() and not required:
+        return None
+    data = read_json(path, "engine sidecar",
+                     "'aue build' writes it beside every engine (it carries the model card: "
+                     "labels, preprocessing). Rebuild the engine with 'aue build', or copy the "
+                     "sidecar along with the .engine file.", error=ModelFileError)
     if not isinstance(data, dict) or data.get("schema") != SIDECAR_SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
         raise ModelFileError(f"engine sidecar {path}: expected schema {SIDECAR_SCHEMA!r}, found "
@@ -211,11 +206,7 @@ class TrtBackend(Backend):
         if self._closed:
             raise ModelFileError("this TensorRT backend was closed; create a new one")
         expected = {t.name: t for t in self._in}
-        missing = sorted(set(expected) - set(feeds))
-        unknown = sorted(set(feeds) - set(expected))
-        if missing or unknown:
-            raise InputImageError(f"engine inputs are {sorted(expected)}; missing {missing}, "
-                                  f"unknown {unknown}")
+        check_feed_names(expected, feeds, "engine")
         arrays, batch = {}, None
         for name, t in expected.items():
             array = np.asarray(feeds[name])

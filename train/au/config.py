@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from aue_edge.edge.config_files import check_fields, read_yaml
 from aue_edge.edge.errors import ConfigError
 from aue_edge.train.augment import AugmentConfig
 
@@ -168,14 +167,8 @@ def _build(cls, data: Any, where: str):
     """A frozen dataclass from a mapping, naming the file/section of any bad key or value."""
     if data is None:
         data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, found {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(fields)}")
     values = {}
-    for name, value in data.items():
+    for name, value in check_fields(cls, data, where).items():
         if cls is LpNetSection and name == "stages":
             if not isinstance(value, list) or not value:
                 raise ConfigError(f"{where}.stages: expected a non-empty list of stages")
@@ -268,12 +261,7 @@ def load_au_config(source: str | Path | dict, overrides: dict[str, Any] | None =
         raw, where = source, "<config>"
     else:
         path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid UTF-8 YAML: {exc}") from None
+        raw = read_yaml(path, "AU training config")
         where = str(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the top level must be a mapping with model/data/run/... "

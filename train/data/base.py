@@ -20,6 +20,8 @@ import numpy as np
 from aue_edge.edge.errors import DatasetError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+# What a frame-sequence reader (BP4D, DISFA) does with a labelled frame that has no image file.
+MISSING_IMAGE_POLICIES = ("error", "skip")
 
 
 @dataclass
@@ -112,6 +114,19 @@ class FaceDataset:
             counts = Counter(r.label for r in self._records)
             self.report.class_counts = {name: counts.get(i, 0)
                                         for i, name in enumerate(self.labels)}
+
+    def _frame_image(self, frames: dict[int, Path], frame: int, on_missing_image: str,
+                     missing_error: str, drop_reason: str) -> Path | None:
+        """The image of labelled ``frame``; None (counted as ``drop_reason``) when it has none.
+
+        ``on_missing_image`` "error" raises ``missing_error`` instead of dropping the frame.
+        """
+        image = frames.get(frame)
+        if image is None:
+            if on_missing_image == "error":
+                raise DatasetError(missing_error)
+            self.report.drop(drop_reason)
+        return image
 
     def __len__(self) -> int:
         return len(self._records)
@@ -206,6 +221,13 @@ def parse_int(text: str, where: str, what: str, low: int | None = None,
     if (low is not None and value < low) or (high is not None and value > high):
         raise DatasetError(f"{where}: {what} must be in [{low}, {high}], found {value}")
     return value
+
+
+def check_missing_image_policy(on_missing_image: str) -> None:
+    """Reject an ``on_missing_image`` that is not one of :data:`MISSING_IMAGE_POLICIES`."""
+    if on_missing_image not in MISSING_IMAGE_POLICIES:
+        raise DatasetError(f"on_missing_image {on_missing_image!r} unknown; choose one of "
+                           f"{MISSING_IMAGE_POLICIES}")
 
 
 def numbered_frames(folder: Path) -> dict[int, Path]:

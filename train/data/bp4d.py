@@ -22,15 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from aue_edge.edge.errors import DatasetError
-from aue_edge.train.data.base import (FaceDataset, Record, numbered_frames, parse_int,
-                                      read_text_lines)
+from aue_edge.train.data.base import (FaceDataset, Record, check_missing_image_policy,
+                                      numbered_frames, parse_int, read_text_lines)
 from aue_edge.train.data.folds import BP4D_FOLDS, fold_subjects
 from aue_edge.train.knowledge import BP4D_AUS
 
 LABEL_DIR = Path("AUCoding") / "AU_OCC"
 _FILE_NAME = re.compile(r"^(?P<subject>[FM]\d{3})_(?P<task>T\d+)\.csv$")
 _AU_HEADER = re.compile(r"^(?:AU)?0*(\d+)$", re.IGNORECASE)
-MISSING_IMAGE_POLICIES = ("error", "skip")
 
 
 def _au_number(cell: str) -> int | None:
@@ -51,9 +50,7 @@ class Bp4d(FaceDataset):
 
     def __init__(self, root: str | Path, fold: int = 1, split: str = "train",
                  images_dir: str = "Sequences", on_missing_image: str = "error") -> None:
-        if on_missing_image not in MISSING_IMAGE_POLICIES:
-            raise DatasetError(f"on_missing_image {on_missing_image!r} unknown; choose one of "
-                               f"{MISSING_IMAGE_POLICIES}")
+        check_missing_image_policy(on_missing_image)
         root = Path(root)
         label_dir = root / LABEL_DIR
         super().__init__(f"fold{fold}/{split}", label_dir)
@@ -114,13 +111,12 @@ class Bp4d(FaceDataset):
             if bad.any():
                 raise DatasetError(f"{where}: AU codes must be 0, 1 or 9 (not coded), found "
                                    f"{int(codes[bad][0])}")
-            image = frames.get(frame)
+            image = self._frame_image(
+                frames, frame, on_missing_image,
+                f"{where}: no image for frame {frame} in {path.stem.replace('_', '/')} of the "
+                f"images folder; extract the frames, or pass on_missing_image='skip'",
+                "coded frame has no image file")
             if image is None:
-                if on_missing_image == "error":
-                    raise DatasetError(f"{where}: no image for frame {frame} in "
-                                       f"{path.stem.replace('_', '/')} of the images folder; "
-                                       f"extract the frames, or pass on_missing_image='skip'")
-                self.report.drop("coded frame has no image file")
                 continue
             self._records.append(Record(path=str(image), aus=np.where(codes == 9, -1, codes)
                                         .astype(np.int8), subject=subject))

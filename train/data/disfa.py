@@ -24,15 +24,14 @@ import numpy as np
 from tqdm import tqdm
 
 from aue_edge.edge.errors import DatasetError
-from aue_edge.train.data.base import (FaceDataset, Record, numbered_frames, parse_int,
-                                      read_text_lines)
+from aue_edge.train.data.base import (FaceDataset, Record, check_missing_image_policy,
+                                      numbered_frames, parse_int, read_text_lines)
 from aue_edge.train.data.folds import DISFA_FOLDS, fold_subjects
 from aue_edge.train.knowledge import DISFA_AUS
 
 LABEL_DIR = Path("ActionUnit_Labels")
 CAMERAS = ("Left", "Right")
 POSITIVE_INTENSITY = 2
-MISSING_IMAGE_POLICIES = ("error", "skip")
 
 
 def frames_dir(root: str | Path, camera: str = "Left") -> Path:
@@ -54,9 +53,7 @@ class Disfa(FaceDataset):
                  camera: str = "Left", on_missing_image: str = "error") -> None:
         if camera not in CAMERAS:
             raise DatasetError(f"DISFA camera {camera!r} unknown; choose one of {CAMERAS}")
-        if on_missing_image not in MISSING_IMAGE_POLICIES:
-            raise DatasetError(f"on_missing_image {on_missing_image!r} unknown; choose one of "
-                               f"{MISSING_IMAGE_POLICIES}")
+        check_missing_image_policy(on_missing_image)
         root = Path(root)
         label_dir = root / LABEL_DIR
         super().__init__(f"fold{fold}/{split}", label_dir)
@@ -103,13 +100,12 @@ class Disfa(FaceDataset):
                                    f"{len(frame_numbers)}; the AU files of a subject must list "
                                    f"the same frames")
         for frame in frame_numbers:
-            image = frames.get(frame)
+            image = self._frame_image(
+                frames, frame, on_missing_image,
+                f"{folder}: no image for frame {frame} of {subject} (expected a numbered file "
+                f"in the Frames folder); run extract_frames() or pass on_missing_image='skip'",
+                "labelled frame has no image file")
             if image is None:
-                if on_missing_image == "error":
-                    raise DatasetError(f"{folder}: no image for frame {frame} of {subject} "
-                                       f"(expected a numbered file in the Frames folder); run "
-                                       f"extract_frames() or pass on_missing_image='skip'")
-                self.report.drop("labelled frame has no image file")
                 continue
             aus = np.array([intensities[frame] >= POSITIVE_INTENSITY for intensities in per_au],
                            dtype=np.int8)
