@@ -25,7 +25,7 @@ test: setup
 	$(PY) -m pytest
 
 bench: setup
-	$(VENV)/bin/aue bench --threads 1 --name cpu-threads1
+	$(VENV)/bin/aue bench --name cpu-2core
 
 clean:
 	rm -rf $(VENV) runs build *.egg-info .pytest_cache
