@@ -28,6 +28,7 @@ import numpy as np
 from aue_edge.benchmarks.machine import summary_lines
 from aue_edge.edge.config_files import read_json
 from aue_edge.edge.errors import AueError
+from aue_edge.edge.plotting import save_figure
 
 
 class BenchReportError(AueError, ValueError):
@@ -431,11 +432,7 @@ def plot_distributions(run: BenchRun, baseline: BenchRun | None,
         ax.set_xlabel("latency per call (ms); whiskers p1-p99")
         ax.set_title(f"{group}: latency distribution ({run.path.name})")
         ax.grid(axis="x", alpha=0.3)
-        fig.tight_layout()
-        path = out_dir / f"latency_{group}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written[group] = path
+        written[group] = save_figure(fig, out_dir / f"latency_{group}.png", dpi=110)
     return written
 
 
@@ -470,11 +467,7 @@ def plot_breakdown(run: BenchRun, baseline: BenchRun | None, out_dir: Path) -> P
     ax.set_title("end-to-end pipeline: time per stage")
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    path = out_dir / "end_to_end_breakdown.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out_dir / "end_to_end_breakdown.png", dpi=110)
 
 
 def plot_stage_distributions(run: BenchRun, out_dir: Path) -> Path | None:
@@ -503,11 +496,7 @@ def plot_stage_distributions(run: BenchRun, out_dir: Path) -> Path | None:
     for row in axes:
         row[0].set_ylabel("time per frame (ms); whiskers p1-p99")
     fig.suptitle(f"end-to-end: distribution of each stage ({run.path.name})", fontsize=10)
-    fig.tight_layout()
-    path = out_dir / "end_to_end_stages.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out_dir / "end_to_end_stages.png", dpi=110)
 
 
 @dataclass(frozen=True)

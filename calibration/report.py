@@ -14,6 +14,7 @@ from aue_edge.calibration.calibrators import (entropy_threshold, minmax_threshol
                                               percentile_threshold)
 from aue_edge.calibration.stats import TensorHistogram
 from aue_edge.edge.model_card import ModelCard
+from aue_edge.edge.plotting import save_figure
 
 
 class OutputAgreement:
@@ -179,9 +180,7 @@ def write_plots(out_dir: Path, histograms: dict[str, TensorHistogram], worst: li
             ax.axis("off")
         fig.suptitle("|x| histograms (log counts) of the quantised activations with the lowest "
                      "int8 SNR, with each calibrator's threshold", fontsize=10)
-        fig.tight_layout()
-        fig.savefig(out_dir / f"calibration_worst_histograms{suffix}.png", dpi=80)
-        plt.close(fig)
+        save_figure(fig, out_dir / f"calibration_worst_histograms{suffix}.png", dpi=80)
         written.append(f"calibration_worst_histograms{suffix}.png")
     finite = {k: v for k, v in node_snr_db.items() if np.isfinite(v)}
     if finite:
@@ -191,8 +190,6 @@ def write_plots(out_dir: Path, histograms: dict[str, TensorHistogram], worst: li
         ax.set_ylabel("SNR vs FP32 (dB)")
         ax.set_title("INT8 vs FP32 per layer on held-out images (accumulated error)")
         ax.grid(alpha=0.3)
-        fig.tight_layout()
-        fig.savefig(out_dir / f"calibration_layer_snr{suffix}.png", dpi=80)
-        plt.close(fig)
+        save_figure(fig, out_dir / f"calibration_layer_snr{suffix}.png", dpi=80)
         written.append(f"calibration_layer_snr{suffix}.png")
     return written

@@ -30,6 +30,7 @@ import numpy as np
 
 from aue_edge.edge.errors import ConfigError, InputImageError
 from aue_edge.edge.frames import validate_frame
+from aue_edge.edge.plotting import save_figure
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -276,10 +277,7 @@ def plot_latency(stats: RunStats, path: Path) -> Path:
     ax.set_ylabel("ms")
     ax.legend(loc="upper right", fontsize=8)
     ax.margins(x=0)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 @dataclass

@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from aue_edge.edge.errors import DatasetError
 from aue_edge.edge.face.yunet import LANDMARK_NAMES, YuNetDetector
+from aue_edge.edge.plotting import save_figure
 
 FERPLUS_COLUMNS = 12  # image, box, 8 emotions, unknown, NF
 NF_COLUMN = 11
@@ -119,9 +120,7 @@ def plot_template(result: dict, out_png: Path) -> None:
     ax.set_title(f"FER+ framing: {result['detections_used']} detections, "
                  f"{result['images']} images")
     ax.legend(fontsize=6, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=120)
-    plt.close(fig)
+    save_figure(fig, out_png, dpi=120)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from aue_edge.edge.errors import DatasetError
+from aue_edge.edge.plotting import save_figure
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
@@ -85,12 +86,7 @@ def plot_confusion_matrix(cm: np.ndarray, labels: Sequence[str], path: str | Pat
     if title:
         ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def au_pseudo_label_stats(au_probs: np.ndarray, pseudo: np.ndarray, au_names: Sequence[str],

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from aue_edge.edge.errors import ConfigError
+from aue_edge.edge.plotting import save_figure
 
 _BP4D = ("AU1", "AU2", "AU4", "AU6", "AU7", "AU10", "AU12", "AU14", "AU15", "AU17", "AU23", "AU24")
 _DISFA = ("AU1", "AU2", "AU4", "AU6", "AU9", "AU12", "AU25", "AU26")
@@ -131,12 +132,7 @@ def plot_f1_bars(fold_scores: dict[str, AuScores], out_png: str | Path,
     ax.set_ylim(0, 100)
     ax.set_title(title or "F1-frame per AU")
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=100)
 
 
 def write_report(out_dir: str | Path, fold_scores: dict[str, AuScores], model_family: str,

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from aue_edge.edge.errors import ConfigError
 from aue_edge.edge.model_card import InputSpec
+from aue_edge.edge.plotting import save_figure
 from aue_edge.train.au import losses
 from aue_edge.train.au.config import AuTrainConfig, GtleSection, KdsrlSection, LpNetSection
 from aue_edge.train.au.data import AuArrays, color_jitter, mean_landmarks
@@ -426,8 +427,5 @@ def plot_history(history: list[dict], out_png: Path, title: str = "") -> Path:
     ax.set_title(title[:90])
     if stages:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=90)
-    plt.close(fig)
-    return out_png
+    return save_figure(fig, out_png, dpi=90)
 

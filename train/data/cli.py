@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from aue_edge.edge.plotting import save_figure
 from aue_edge.train.data import DATASETS, FaceDataset, get_dataset
 
 
@@ -76,10 +77,7 @@ def plot_dataset(dataset: FaceDataset, path: Path) -> None:
         ax.set_ylabel("fraction of coded frames with the AU present")
     ax.set_title(f"{dataset.name} [{dataset.split}]: {len(dataset)} samples")
     ax.tick_params(axis="x", rotation=45)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def data_main(argv: list[str]) -> int:
