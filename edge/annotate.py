@@ -30,8 +30,9 @@ def _text(image: np.ndarray, text: str, origin: tuple[int, int], scale: float,
 
 
 def _au_chart(image: np.ndarray, au_probs: np.ndarray, au_active: np.ndarray,
-              anchor: tuple[int, int], threshold: float, colour) -> None:
-    """Bars of AU probabilities, left-to-right in the card's order; active AUs filled."""
+              anchor: tuple[int, int], thresholds: np.ndarray, colour) -> None:
+    """Bars of AU probabilities, left-to-right in the card's order; active AUs filled; a grey
+    tick marks each AU's threshold."""
     height, width = image.shape[:2]
     n = len(au_probs)
     chart_w = n * AU_BAR_WIDTH_PX + 4
@@ -40,17 +41,18 @@ def _au_chart(image: np.ndarray, au_probs: np.ndarray, au_active: np.ndarray,
     region = image[y0:y0 + AU_CHART_HEIGHT_PX, x0:x0 + chart_w]
     region[:] = (region * 0.4).astype(np.uint8)  # darken behind the bars
     base = y0 + AU_CHART_HEIGHT_PX - 2
-    for k, (p, on) in enumerate(zip(au_probs, au_active)):
+    for k, (p, on, t) in enumerate(zip(au_probs, au_active, thresholds)):
         x = x0 + 2 + k * AU_BAR_WIDTH_PX
         top = base - int(round(float(p) * (AU_CHART_HEIGHT_PX - 4)))
         cv2.rectangle(image, (x, top), (x + AU_BAR_WIDTH_PX - 2, base), colour,
                       cv2.FILLED if on else 1)
-    line_y = base - int(round(threshold * (AU_CHART_HEIGHT_PX - 4)))
-    cv2.line(image, (x0, line_y), (x0 + chart_w - 1, line_y), (200, 200, 200), 1)
+        tick_y = base - int(round(float(t) * (AU_CHART_HEIGHT_PX - 4)))
+        cv2.line(image, (x, tick_y), (x + AU_BAR_WIDTH_PX - 2, tick_y), (200, 200, 200), 1)
 
 
 def annotate(frame_bgr: np.ndarray, result: FrameResult, au_names: tuple[str, ...] = (),
-             au_threshold: float = 0.5, show_timings: bool = True) -> np.ndarray:
+             au_thresholds: np.ndarray | None = None, show_timings: bool = True
+             ) -> np.ndarray:
     """A copy of the frame with the results drawn on it."""
     image = np.ascontiguousarray(frame_bgr, dtype=np.uint8).copy()
     scale = max(0.4, min(image.shape[:2]) / 900.0)
@@ -65,7 +67,9 @@ def annotate(frame_bgr: np.ndarray, result: FrameResult, au_names: tuple[str, ..
             label += f" {face.emotion_label} {face.emotion_confidence:.2f}"
         _text(image, label, (x1, max(12, y1 - 6)), scale, colour)
         if face.au_probs is not None:
-            _au_chart(image, face.au_probs, face.au_active, (x1, y2 + 4), au_threshold, colour)
+            thresholds = (np.full(len(face.au_probs), 0.5) if au_thresholds is None
+                          else np.asarray(au_thresholds))
+            _au_chart(image, face.au_probs, face.au_active, (x1, y2 + 4), thresholds, colour)
             active = [name for name, on in zip(au_names, face.au_active) if on]
             if active:
                 _text(image, " ".join(active[:6]) + (" ..." if len(active) > 6 else ""),

@@ -56,13 +56,22 @@ class AlignmentSpec:
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """Names and meaning of the output tensors."""
+    """Names and meaning of the output tensors.
+
+    An AU is active when its probability is >= its threshold: ``au_thresholds[name]`` where the
+    card gives one per AU (fitted on training data by ``aue train``), else ``au_threshold``.
+    """
 
     emotion_probs: str | None = "emotion_probs"
     au_probs: str | None = "au_probs"
     emotion_labels: tuple[str, ...] = ()
     au_names: tuple[str, ...] = ()
     au_threshold: float = 0.5
+    au_thresholds: dict[str, float] = field(default_factory=dict)
+
+    def thresholds(self) -> tuple[float, ...]:
+        """One decision threshold per AU of ``au_names``."""
+        return tuple(float(self.au_thresholds.get(a, self.au_threshold)) for a in self.au_names)
 
 
 @dataclass(frozen=True)
@@ -111,6 +120,14 @@ class ModelCard:
         if not 0.0 < self.outputs.au_threshold < 1.0:
             problems.append(f"outputs.au_threshold must be in (0, 1), got "
                             f"{self.outputs.au_threshold}")
+        unknown = sorted(set(self.outputs.au_thresholds) - set(self.outputs.au_names))
+        if unknown:
+            problems.append(f"outputs.au_thresholds names AUs the model does not output: "
+                            f"{unknown}")
+        bad = {a: t for a, t in self.outputs.au_thresholds.items()
+               if not (isinstance(t, (int, float)) and 0.0 < t < 1.0)}
+        if bad:
+            problems.append(f"outputs.au_thresholds must lie in (0, 1), got {bad}")
         if problems:
             raise ModelCardError("invalid model card: " + "; ".join(problems))
 
@@ -154,6 +171,8 @@ class ModelCard:
                     emotion_labels=tuple(out.get("emotion_labels", ())),
                     au_names=tuple(out.get("au_names", ())),
                     au_threshold=float(out.get("au_threshold", 0.5)),
+                    au_thresholds={str(k): float(v)
+                                   for k, v in (out.get("au_thresholds") or {}).items()},
                 ),
                 precision=data.get("precision", "fp32"),
                 architecture=dict(data.get("architecture", {})),

@@ -109,7 +109,7 @@ class PipelineConfig:
     # AU output
     au_model_dir: str | None = None       # an exported AU detector replacing the AU output
     au_model_file: str = "auto"
-    au_threshold: float | None = None     # None: the card's threshold
+    au_threshold: float | None = None     # one threshold for every AU; None: the card's
     landmark_provider: str = "mean_shape"  # 68 points for models with a 'landmarks' input
 
     def __post_init__(self) -> None:
@@ -494,10 +494,12 @@ class Pipeline:
         return self.au_card.outputs.au_names
 
     @property
-    def au_threshold(self) -> float:
+    def au_thresholds(self) -> np.ndarray:
+        """One decision threshold per AU: the ``au_threshold`` setting for all AUs when set,
+        else the card's (per-AU thresholds fitted in training, or its single threshold)."""
         if self.config.au_threshold is not None:
-            return float(self.config.au_threshold)
-        return float(self.au_card.outputs.au_threshold)
+            return np.full(len(self.au_names), float(self.config.au_threshold), np.float32)
+        return np.asarray(self.au_card.outputs.thresholds(), dtype=np.float32)
 
     # ------------------------------------------------------------------ per frame
     def reset(self) -> None:
@@ -596,7 +598,7 @@ class Pipeline:
         update = self.tracker.update(detections.boxes_xyxy)
         # New IDs start fresh; expired IDs free their state.
         self.smoother.drop(update.new_ids + update.expired_ids)
-        threshold = self.au_threshold
+        thresholds = self.au_thresholds
         faces = []
         for i, track_id in enumerate(update.track_ids):
             track_id = int(track_id)
@@ -620,7 +622,7 @@ class Pipeline:
             if au is not None:
                 probs = np.clip(self.smoother.smooth(track_id, "au", au[i], timestamp_s), 0, 1)
                 face.au_probs = probs.astype(np.float32)
-                face.au_active = face.au_probs >= threshold
+                face.au_active = face.au_probs >= thresholds
             faces.append(face)
         return faces
 

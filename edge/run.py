@@ -52,13 +52,21 @@ class RunStats:
     non_image_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, list[float]] = field(default_factory=dict)
+    emotions: dict[str, int] = field(default_factory=dict)      # label -> faces
+    au_active: dict[str, int] = field(default_factory=dict)     # AU -> faces it was active on
 
-    def add(self, result) -> None:
+    def add(self, result, au_names: tuple[str, ...] = ()) -> None:
         self.frames += 1
         n = len(result.faces)
         self.faces += n
         self.frames_with_faces += int(n > 0)
         self.max_faces_in_frame = max(self.max_faces_in_frame, n)
+        for face in result.faces:
+            if face.emotion_label is not None:
+                self.emotions[face.emotion_label] = self.emotions.get(face.emotion_label, 0) + 1
+            if face.au_active is not None:
+                for name, on in zip(au_names, face.au_active):
+                    self.au_active[name] = self.au_active.get(name, 0) + int(on)
         for stage, ms in result.timings_ms.items():
             self.timings_ms.setdefault(stage, []).append(float(ms))
 
@@ -79,6 +87,9 @@ class RunStats:
                         "invalid_frames": self.invalid_frames,
                         "non_image_files": self.non_image_files},
             "notes": self.notes,
+            "emotions": self.emotions,
+            "au_active_rate": {name: round(count / max(1, self.faces), 4)
+                               for name, count in self.au_active.items()},
             "latency": self.latency_table(),
         }
 
@@ -216,7 +227,7 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                     stats.invalid_frames.append(frame.name)
                     tqdm.write(f"warning: {frame.name}: {exc}; skipped", file=sys.stderr)
                     continue
-                stats.add(result)
+                stats.add(result, au_names)
                 line = {"frame_index": frame.index,
                         "timestamp_s": round(result.timestamp_s, 6), "source": frame.name,
                         "width": result.width, "height": result.height,
@@ -226,7 +237,7 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                 if not annotate_output:
                     continue
                 drawn = annotate(validate_frame(frame.image), result, au_names,
-                                 pipeline.au_threshold)
+                                 pipeline.au_thresholds)
                 if kind == "images":
                     name = f"{frame.index:05d}_{Path(frame.name).stem}.png"
                     cv2.imwrite(str(out_dir / "annotated" / name), drawn)
@@ -380,4 +391,11 @@ def run_main(argv: list[str]) -> int:
           f"({len(stats.unreadable)} unreadable, {len(stats.invalid_frames)} invalid "
           f"frames, {len(stats.non_image_files)} non-image files); results in {args.out}",
           file=sys.stderr)
+    if stats.faces:
+        top = sorted(stats.emotions.items(), key=lambda kv: -kv[1])
+        active = sorted(((n, c / stats.faces) for n, c in stats.au_active.items() if c),
+                        key=lambda kv: -kv[1])
+        print("aue run: emotions " + ", ".join(f"{k} {v}" for k, v in top)
+              + "; AUs active on " + (", ".join(f"{n} {r:.0%}" for n, r in active[:8])
+                                      or "no face") + " of the faces", file=sys.stderr)
     return 0 if stats.frames > 0 else 1

@@ -79,19 +79,19 @@ def emotion_msg(face: FaceResult, header: Header, labels: Sequence[str]) -> Emot
 
 
 def action_units_msg(face: FaceResult, header: Header, au_names: Sequence[str],
-                     threshold: float) -> ActionUnits:
+                     thresholds: Sequence[float]) -> ActionUnits:
     msg = ActionUnits()
     msg.header = copy_header(header)
     msg.face_id = int(face.track_id)
     msg.names = list(au_names)
     msg.probabilities = _floats(face.au_probs)
     msg.active = [bool(v) for v in face.au_active] if face.au_active is not None else []
-    msg.threshold = float(threshold)
+    msg.thresholds = _floats(thresholds)
     return msg
 
 
 def face_msg(face: FaceResult, header: Header, labels: Sequence[str], au_names: Sequence[str],
-             au_threshold: float, image_width: int, image_height: int) -> Face:
+             au_thresholds: Sequence[float], image_width: int, image_height: int) -> Face:
     msg = Face()
     msg.id = int(face.track_id)
     msg.detection_score = float(face.score)
@@ -110,17 +110,17 @@ def face_msg(face: FaceResult, header: Header, labels: Sequence[str], au_names: 
         msg.emotion = emotion_msg(face, header, labels)
     msg.has_action_units = face.au_probs is not None
     if msg.has_action_units:
-        msg.action_units = action_units_msg(face, header, au_names, au_threshold)
+        msg.action_units = action_units_msg(face, header, au_names, au_thresholds)
     return msg
 
 
 def face_array_msg(result: FrameResult, header: Header, labels: Sequence[str],
-                   au_names: Sequence[str], au_threshold: float,
+                   au_names: Sequence[str], au_thresholds: Sequence[float],
                    primary: FaceResult | None) -> FaceArray:
     msg = FaceArray()
     msg.header = copy_header(header)
     msg.image_width, msg.image_height = int(result.width), int(result.height)
-    msg.faces = [face_msg(face, header, labels, au_names, au_threshold, result.width,
+    msg.faces = [face_msg(face, header, labels, au_names, au_thresholds, result.width,
                           result.height) for face in result.faces]
     msg.primary_face_id = int(primary.track_id) if primary is not None else -1
     return msg

@@ -107,7 +107,8 @@ PIPELINE_PARAMS = (
               min_value=0.001),
     ParamSpec("one_euro_beta", float, "one_euro smoothing: speed coefficient", min_value=0.0),
     ParamSpec("au_model_dir", str, "exported AU detector whose AU outputs replace the model's"),
-    ParamSpec("au_threshold", float, "AU active when probability >= this (default: the card's)",
+    ParamSpec("au_threshold", float, "AU active when probability >= this, for every AU "
+              "(default: the card's per-AU thresholds)",
               min_value=0.01, max_value=0.99),
 )
 PARAMS = NODE_PARAMS + PIPELINE_PARAMS
@@ -274,14 +275,14 @@ class PerceptionNode(LifecycleNode):
                                       self.params["primary_face_sticky"])
         self._primary_id = primary.track_id if primary is not None else None
         labels, au_names = self.pipeline.emotion_labels, self.pipeline.au_names
-        threshold = self.pipeline.au_threshold
+        thresholds = self.pipeline.au_thresholds
         if primary is not None and primary.emotion_probs is not None:
             self._emotion_pub.publish(emotion_msg(primary, msg.header, labels))
         if primary is not None and primary.au_probs is not None:
             self._action_units_pub.publish(
-                action_units_msg(primary, msg.header, au_names, threshold))
+                action_units_msg(primary, msg.header, au_names, thresholds))
         self._faces_pub.publish(
-            face_array_msg(result, msg.header, labels, au_names, threshold, primary))
+            face_array_msg(result, msg.header, labels, au_names, thresholds, primary))
         t_end = time.perf_counter()
         timings = dict(result.timings_ms)
         timings["decode"] = (t_decoded - t_start) * 1e3

@@ -347,6 +347,30 @@ def test_au_model_replaces_the_au_output(model_dir, astronaut_bgr, tmp_path):
     np.testing.assert_array_equal(face.au_active, want_au[0] >= 0.3)
 
 
+def test_per_au_thresholds_of_the_card_decide_active(model_dir, astronaut_bgr, tmp_path):
+    """The card's per-AU thresholds (fitted in training) decide ``au_active``; the
+    ``au_threshold`` setting replaces them all."""
+    import dataclasses
+
+    bp4d = tuple(f"AU{n}" for n in (1, 2, 4, 6, 7, 10, 12, 14, 15, 17, 23, 24))
+    build_standin_model(tmp_path, size_px=(96, 96), color="rgb", au_names=bp4d, au_only=True,
+                        seed=7)
+    card = ModelCard.load(tmp_path / "card.json")
+    with make_pipeline(model_dir, au_model_dir=str(tmp_path)) as pipeline:
+        probs = pipeline.process(astronaut_bgr, 0.0).faces[0].au_probs
+    # One threshold just below each AU's probability and one just above, alternating.
+    thresholds = {a: float(np.clip(p + (-0.01 if i % 2 == 0 else 0.01), 0.01, 0.99))
+                  for i, (a, p) in enumerate(zip(bp4d, probs))}
+    card.replace(outputs=dataclasses.replace(card.outputs, au_thresholds=thresholds)).save(
+        tmp_path / "card.json")
+    with make_pipeline(model_dir, au_model_dir=str(tmp_path)) as pipeline:
+        face = pipeline.process(astronaut_bgr, 0.0).faces[0]
+        np.testing.assert_allclose(pipeline.au_thresholds, list(thresholds.values()), atol=1e-6)
+    assert face.au_active.tolist() == [i % 2 == 0 for i in range(len(bp4d))]
+    with make_pipeline(model_dir, au_model_dir=str(tmp_path), au_threshold=0.999) as pipeline:
+        assert not pipeline.process(astronaut_bgr, 0.0).faces[0].au_active.any()
+
+
 def test_close_is_idempotent_and_backend_refuses_after_close(model_dir, astronaut_bgr):
     pipeline = make_pipeline(model_dir)
     backend = pipeline.model.backend

@@ -130,10 +130,12 @@ def test_messages_copy_header_and_follow_card_order():
     assert list(emotion.label_names) == list(LABELS) and emotion.label == "happiness"
     assert abs(sum(emotion.probabilities) - 1.0) < 1e-5
     assert emotion.confidence == pytest.approx(max(emotion.probabilities))
-    aus = action_units_msg(face, header, AUS, 0.5)
-    assert list(aus.names) == list(AUS) and aus.threshold == pytest.approx(0.5)
-    assert list(aus.active) == [p >= 0.5 for p in aus.probabilities]
-    array = face_array_msg(result, header, LABELS, AUS, 0.5, face)
+    thresholds = [0.3 + 0.02 * i for i in range(len(AUS))]
+    aus = action_units_msg(face, header, AUS, thresholds)
+    assert list(aus.names) == list(AUS)
+    assert list(aus.thresholds) == pytest.approx(thresholds)
+    assert list(aus.active) == list(face.au_active)
+    array = face_array_msg(result, header, LABELS, AUS, thresholds, face)
     assert array.primary_face_id == 7 and (array.image_width, array.image_height) == (640, 480)
     roi = array.faces[0].roi
     assert (roi.x_offset, roi.y_offset) == (0, 10)

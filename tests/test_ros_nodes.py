@@ -184,8 +184,8 @@ def test_real_face_gives_emotion_action_units_and_faces(probe, astronaut_bgr, mo
         assert emotion.label == emotion.label_names[int(np.argmax(probs))]
         assert emotion.confidence == pytest.approx(float(probs.max()), abs=1e-6)
         assert list(aus.names) == list(card.outputs.au_names)
-        assert aus.threshold == pytest.approx(card.outputs.au_threshold)
-        assert list(aus.active) == [p >= aus.threshold for p in aus.probabilities]
+        assert list(aus.thresholds) == pytest.approx(card.outputs.thresholds())
+        assert list(aus.active) == [p >= t for p, t in zip(aus.probabilities, aus.thresholds)]
     # The same person in consecutive frames keeps one tracker id.
     assert len({probe.reply("emotion", s).face_id for s in stamps}) == 1
 
