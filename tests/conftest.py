@@ -27,6 +27,16 @@ def ferplus_root() -> Path:
 
 
 @pytest.fixture(scope="session")
+def ckplus_root() -> Path:
+    """The CK+ peak frames with FACS codes (``../shared/data/ckplus``): real AU labels."""
+    root = Path(os.environ.get("AUE_CKPLUS_ROOT", SHARED / "data" / "ckplus"))
+    if not (root / "labels.csv").is_file():
+        pytest.fail(f"CK+ not found at {root}: the tests use the real faces; set "
+                    f"AUE_CKPLUS_ROOT or place them at ../shared/data/ckplus")
+    return root
+
+
+@pytest.fixture(scope="session")
 def astronaut_bgr() -> np.ndarray:
     """A real, public-domain face photo (scikit-image's astronaut, Eileen Collins), BGR uint8."""
     from skimage import data

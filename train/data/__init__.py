@@ -1,5 +1,5 @@
-"""Data set readers for the published layouts of FER+, FER2013, RAF-DB, SFEW 2.0, BP4D and
-DISFA (numpy + OpenCV, no torch: the calibration stage reads its images through them too).
+"""Data set readers for the published layouts of FER+, FER2013, RAF-DB, SFEW 2.0, BP4D,
+DISFA and CK+ (numpy + OpenCV, no torch: the calibration stage reads its images through them too).
 
 ``get_dataset("ferplus", root, "train", label_mode="probability")`` picks a reader by name;
 every reader is a :class:`FaceDataset` of :class:`Sample` with a ``report`` of what it kept and
@@ -12,6 +12,7 @@ from pathlib import Path
 from aue_edge.edge.errors import DatasetError
 from aue_edge.train.data.base import DatasetReport, FaceDataset, Sample, read_image
 from aue_edge.train.data.bp4d import Bp4d
+from aue_edge.train.data.ckplus import CkPlus
 from aue_edge.train.data.disfa import Disfa
 from aue_edge.train.data.fer2013 import Fer2013Csv, Fer2013Folder
 from aue_edge.train.data.ferplus import FerPlus
@@ -26,6 +27,7 @@ DATASETS: dict[str, type[FaceDataset]] = {
     "sfew": Sfew,
     "bp4d": Bp4d,
     "disfa": Disfa,
+    "ckplus": CkPlus,
 }
 
 
@@ -33,7 +35,7 @@ def get_dataset(name: str, root: str | Path, split: str, **kwargs) -> FaceDatase
     """Build the reader ``name`` for ``split``; ``kwargs`` go to its constructor.
 
     ``root`` is the file for ``fer2013_csv`` (its ``split`` is the Usage) and the data set
-    folder otherwise. BP4D/DISFA take ``fold=1..3`` and split train/test/all.
+    folder otherwise. BP4D/DISFA/CK+ take ``fold=1..3`` and split train/test/all.
     """
     if name not in DATASETS:
         raise DatasetError(f"data set {name!r} unknown; choose one of {sorted(DATASETS)}")
@@ -42,6 +44,6 @@ def get_dataset(name: str, root: str | Path, split: str, **kwargs) -> FaceDatase
     return DATASETS[name](root, split=split, **kwargs)
 
 
-__all__ = ["DATASETS", "Bp4d", "DatasetReport", "Disfa", "FaceDataset", "Fer2013Csv",
+__all__ = ["DATASETS", "Bp4d", "CkPlus", "DatasetReport", "Disfa", "FaceDataset", "Fer2013Csv",
            "Fer2013Folder", "FerPlus", "RafDbBasic", "Sample", "Sfew", "get_dataset",
            "read_image"]

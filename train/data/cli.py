@@ -7,6 +7,7 @@ than hours into a run.
 
     aue data ferplus ../shared/data/ferplus --split test
     aue data bp4d /data/BP4D --split train --fold 2 --plot bp4d.png
+    aue data ckplus ../shared/data/ckplus --split test --fold 1
 """
 from __future__ import annotations
 
@@ -31,8 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--split", default="train",
                         help="split: train/valid/test (FER+, FER2013 csv), train/test (RAF-DB, "
                              "FER2013 folders), train/valid (SFEW), train/test/all (BP4D, "
-                             "DISFA); default train")
-    parser.add_argument("--fold", type=int, help="BP4D/DISFA fold 1..3")
+                             "DISFA, CK+); default train")
+    parser.add_argument("--fold", type=int, help="BP4D/DISFA/CK+ fold 1..3")
     parser.add_argument("--label-mode", choices=("majority", "probability"),
                         help="FER+ label mode (default majority)")
     parser.add_argument("--original", action="store_true",
