@@ -18,6 +18,8 @@ SUBCOMMANDS = {
              "check a data set copy: samples kept/dropped and why, optional plot"),
     "train": ("aue_edge.train.cli", "train_main", "train a model from a YAML config (host, torch)"),
     "export": ("aue_edge.train.cli", "export_main", "export a checkpoint to ONNX + model card"),
+    "import-onnx": ("aue_edge.train.cli", "import_onnx_main",
+                    "rebuild a training checkpoint from an AUE-CRL ONNX export"),
     "evaluate": ("aue_edge.train.cli", "evaluate_main",
                  "evaluate a checkpoint or ONNX model on a data set split"),
     "calibrate": ("aue_edge.calibration.cli", "calibrate_main",

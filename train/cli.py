@@ -114,13 +114,33 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
+def import_onnx_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="aue import-onnx", description="Rebuild an 'aue train' checkpoint from an AUE-CRL "
+        "model.onnx written by 'aue export' (e.g. the shipped model, to train its stages 2-3 "
+        "on top of its backbone); checked against ONNX Runtime.")
+    parser.add_argument("onnx", help="model.onnx with its card in the metadata")
+    parser.add_argument("--out", required=True, help="checkpoint to write (.pt)")
+    args = parser.parse_args(argv)
+
+    from aue_edge.train.onnx_import import checkpoint_from_onnx
+
+    report = checkpoint_from_onnx(args.onnx, args.out)
+    print(f"wrote {report['checkpoint']} ({report['model_name']}, {report['loaded_tensors']} "
+          f"tensors); largest output difference to ONNX Runtime "
+          f"{max(report['max_abs_diff_vs_onnxruntime'].values()):.2e}")
+    return 0
+
+
 def evaluate_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="aue evaluate", description="Accuracy of a checkpoint (.pt, torch) or an ONNX "
         "model (ONNX Runtime, the edge backend) on a data set split, with the edge "
         "preprocessing.")
-    parser.add_argument("model", help="model.onnx (card.json beside it or in its metadata) or "
-                                      "a checkpoint .pt")
+    parser.add_argument("model", nargs="+",
+                        help="model.onnx (card.json beside it or in its metadata) or a "
+                             "checkpoint .pt; for --dataset ckplus also three fold models "
+                             "(model k scored on fold k)")
     parser.add_argument("--dataset", default="ferplus")
     parser.add_argument("--root", default="", help="data set folder in its published layout")
     parser.add_argument("--packed", default="", help="packed arrays file instead of --root")
@@ -137,12 +157,18 @@ def evaluate_main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true",
                         help="print the full JSON object (default: a short summary)")
     parser.add_argument("--fold", type=int, choices=(1, 2, 3),
-                        help="bp4d/disfa: score this fold's test subjects (default: all)")
+                        help="bp4d/disfa/ckplus: score this fold's test subjects (default: "
+                             "all)")
     parser.add_argument("--out-dir", default="runs/au_evaluation",
-                        help="bp4d/disfa: where the F1 table and bar chart go")
+                        help="bp4d/disfa/ckplus: where the F1 table and bar chart go")
     args = parser.parse_args(argv)
     if not args.root and not args.packed:
         parser.error("give --root DIR (data set folder) or --packed FILE")
+    if len(args.model) > 1 and args.dataset != "ckplus":
+        parser.error("several models are for --dataset ckplus (one per fold)")
+    if args.dataset == "ckplus":
+        return _evaluate_ckplus(args)
+    args.model = args.model[0]
     if args.dataset in ("bp4d", "disfa"):  # AU detectors: F1-frame per AU
         from aue_edge.train.au.run import evaluate_au_detector
 
@@ -170,4 +196,31 @@ def evaluate_main(argv: list[str]) -> int:
               f"{result['accuracy']:.4f}, mean class accuracy "
               f"{result['mean_class_accuracy']:.4f}, {result['num_images']} images",
               file=sys.stdout)
+    return 0
+
+
+def _evaluate_ckplus(args: argparse.Namespace) -> int:
+    from aue_edge.train.ckplus_eval import evaluate_ckplus
+
+    result = evaluate_ckplus(args.model, args.root, args.fold, args.out_dir,
+                             tuple(p.strip() for p in args.providers.split(",") if p.strip()),
+                             args.threads, args.device, args.batch_size, progress=not args.json)
+    text = json.dumps(result, indent=2)
+    if args.out_json:
+        Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out_json).write_text(text + "\n", encoding="utf-8")
+    if args.json:
+        print(text)
+        return 0
+    acc = result["emotion_accuracy"]
+    print(f"{result['model_name']} on CK+ folds {result['folds']} ({result['num_subjects']} "
+          f"subjects, {result['num_images']} faces): emotion accuracy {acc['model']:.4f} "
+          f"(stacked read-out {acc['stacked']:.4f})")
+    print(f"{'AU output':<11} {'mean F1':>8} {'F1 fitted':>9} {'mean AUC':>9}")
+    for name, scores in result["au"].items():
+        if "mean_f1" in scores:
+            print(f"{name:<11} {scores['mean_f1']:>8.3f} {scores['mean_f1_fitted']:>9.3f} "
+                  f"{scores['mean_auc']:>9.3f}")
+    print(f"per-AU table and chart: {Path(args.out_dir) / 'ckplus_evaluation.json'}, "
+          f"{result['plot']}")
     return 0

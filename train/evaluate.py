@@ -72,6 +72,15 @@ def _checkpoint_predictor(path: Path, device: str):
     return card, predict, lambda: None
 
 
+def load_predictor(path: Path, providers: tuple[str, ...] = ("cpu",),
+                   num_threads: int | None = None, device: str = "cpu"):
+    """``(card, predict(batch) -> (emotion_probs, au_probs | None), close)`` for a ``.onnx``
+    (ONNX Runtime, the edge backend) or an ``aue train`` checkpoint (torch)."""
+    if path.suffix == ".onnx":
+        return _onnx_predictor(path, providers, num_threads)
+    return _checkpoint_predictor(path, device)
+
+
 def _au_stats(card: ModelCard, labels: np.ndarray, au_probs: np.ndarray) -> dict[str, Any]:
     """AU output vs the knowledge pseudo labels of the true expression (no AU ground truth
     exists for FER+): one-hot(label) x W clamped to the prior bands, W as learned (card)."""
@@ -105,12 +114,8 @@ def evaluate_model(model_path: str | Path, dataset: str = "ferplus", root: str =
     data = DataConfig(dataset=dataset, root=str(root), packed=str(packed or ""),
                       label_mode=label_mode)
     arrays = load_split_arrays(data, split, limit, progress)
-    if model_path.suffix == ".onnx":
-        card, predict, close = _onnx_predictor(model_path, providers, num_threads)
-        kind = "onnx"
-    else:
-        card, predict, close = _checkpoint_predictor(model_path, device)
-        kind = "checkpoint"
+    card, predict, close = load_predictor(model_path, providers, num_threads, device)
+    kind = "onnx" if model_path.suffix == ".onnx" else "checkpoint"
     _check_labels(card.outputs.emotion_labels, arrays.label_names, model_path)
     t0 = time.time()
     probs, au_probs = [], []

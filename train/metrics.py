@@ -95,7 +95,10 @@ def au_pseudo_label_stats(au_probs: np.ndarray, pseudo: np.ndarray, au_names: Se
 
     ``mean_target``/``mean_prob``: averages over the images; ``mae``: mean |prob - target|;
     ``agreement``: fraction of images where prob and target fall on the same side of
-    ``threshold``; ``active_rate``: fraction predicted active.
+    ``threshold``; ``active_rate``: fraction predicted active; ``auc``: ROC AUC of the
+    probability against the pseudo positives (target >= 0.5; 0.5 for a constant output, NaN
+    where the split has no pseudo positive); ``std_prob``: spread across images. Means over AUs
+    are ``mean_*``; MAE and agreement alone are matched by a constant output, AUC is not.
     """
     au_probs = np.asarray(au_probs, dtype=np.float64)
     pseudo = np.asarray(pseudo, dtype=np.float64)
@@ -107,9 +110,50 @@ def au_pseudo_label_stats(au_probs: np.ndarray, pseudo: np.ndarray, au_names: Se
         name: {"mean_target": float(pseudo[:, a].mean()), "mean_prob": float(au_probs[:, a].mean()),
                "mae": float(np.abs(au_probs[:, a] - pseudo[:, a]).mean()),
                "agreement": float(agree[:, a].mean()),
-               "active_rate": float((au_probs[:, a] >= threshold).mean())}
+               "active_rate": float((au_probs[:, a] >= threshold).mean()),
+               "auc": roc_auc(pseudo[:, a] >= 0.5, au_probs[:, a]),
+               "std_prob": float(au_probs[:, a].std())}
         for a, name in enumerate(au_names)
     }
     return {"num_images": int(au_probs.shape[0]),
             "mean_mae": float(np.abs(au_probs - pseudo).mean()),
-            "mean_agreement": float(agree.mean()), "per_au": per_au}
+            "mean_agreement": float(agree.mean()),
+            "mean_auc": float(np.nanmean([v["auc"] for v in per_au.values()])),
+            "mean_active_rate": float(np.mean([v["active_rate"] for v in per_au.values()])),
+            "mean_std_prob": float(np.mean([v["std_prob"] for v in per_au.values()])),
+            "per_au": per_au}
+
+
+def binary_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """F1 of boolean decisions (0 when there is no positive prediction or label)."""
+    y_true, y_pred = np.asarray(y_true, bool), np.asarray(y_pred, bool)
+    tp = float(np.sum(y_true & y_pred))
+    denom = float(np.sum(y_true) + np.sum(y_pred))
+    return 2 * tp / denom if denom else 0.0
+
+
+def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve (Mann-Whitney U with tied scores counted half); NaN if one class
+    is missing. A constant score gives exactly 0.5."""
+    from scipy.stats import rankdata
+
+    y_true = np.asarray(y_true, bool)
+    n_pos, n_neg = int(y_true.sum()), int((~y_true).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
+    return float((ranks[y_true].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """The decision threshold that maximises F1 on (training) data; among equally good ones the
+    one closest to 0.5, placed half-way between neighbouring scores so it generalises."""
+    y_true = np.asarray(y_true, bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    values = np.unique(scores)
+    if not y_true.any() or len(values) < 2:
+        return 0.5
+    candidates = np.concatenate([(values[:-1] + values[1:]) / 2, [values[0] - 1e-6]])
+    f1 = np.array([binary_f1(y_true, scores >= t) for t in candidates])
+    best = np.flatnonzero(f1 >= f1.max() - 1e-12)
+    return float(np.clip(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]], 0.0, 1.0))
