@@ -49,11 +49,20 @@ def test_prior_regulariser_l2_and_l1_by_hand():
 
 
 def test_au_regression_losses():
-    probs = torch.tensor([[0.5, 0.0]])
-    targets = torch.tensor([[1.0, 0.25]])
-    assert au_regression_loss(probs, targets).item() == pytest.approx((0.25 + 0.0625) / 2)
-    assert au_regression_loss(probs, targets, "weighted_mse").item() == pytest.approx(
-        (3 * 0.25 + 0.0625) / 2)
+    logits = torch.tensor([[0.0, -4.0], [2.0, 1.0]])
+    probs = torch.sigmoid(logits)
+    targets = torch.tensor([[1.0, 0.25], [0.0, 1.0]])
+    squared = (probs - targets) ** 2
+    assert au_regression_loss(logits, targets).item() == pytest.approx(squared.mean().item())
+    weights = torch.tensor([[3.0, 1.0], [1.0, 3.0]])
+    assert au_regression_loss(logits, targets, "weighted_mse").item() == pytest.approx(
+        (weights * squared).mean().item())
+    # bce: summed over AUs, averaged over the batch (not over batch x AUs)
+    bce = -(targets * probs.log() + (1 - targets) * (1 - probs).log())
+    assert au_regression_loss(logits, targets, "bce").item() == pytest.approx(
+        bce.sum().item() / 2, rel=1e-5)
+    with pytest.raises(ConfigError):
+        au_regression_loss(logits, targets, "l1")
 
 
 def test_batch_probabilities_by_hand():

@@ -158,3 +158,13 @@ def test_torchvision_state_dict_loads(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ModelFileError, match="cannot be read"):
         load_torchvision_state_dict(target, tmp_path / "bad.pth")
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_channel_lrn_equals_torch_local_response_norm(size):
+    """The export-friendly LRN computes torch's LocalResponseNorm exactly, edges included."""
+    from aue_edge.train.models.aue_crl import ChannelLRN
+
+    x = torch.randn(2, 7, 5, 5) * 3
+    torch.testing.assert_close(ChannelLRN(size)(x), torch.nn.LocalResponseNorm(size)(x),
+                               rtol=1e-6, atol=1e-6)

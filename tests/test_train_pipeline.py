@@ -15,7 +15,7 @@ from aue_edge.edge.model_card import card_from_onnx
 from aue_edge.edge.preprocess import to_model_input
 from aue_edge.train import trainer
 from aue_edge.train.augment import AugmentConfig, GpuAugment, preprocess
-from aue_edge.train.metrics import classification_report
+from aue_edge.train.metrics import au_pseudo_label_stats, classification_report
 from aue_edge.train.runtime import load_checkpoint, read_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)  # the host is shared; more threads only spin
@@ -149,6 +149,10 @@ def test_export_onnx_parity_dynamic_batch(trained, exported):
     model.eval()
     proto = onnx.load(str(exported))
     assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) == 17
+    # Static ranks: no shape-dependent If (TensorRT's parser rejects its rank-4/rank-5
+    # branches), no LRN op (TensorRT needs an odd window; ours is 2).
+    ops = {n.op_type for n in proto.graph.node}
+    assert not ops & {"If", "LRN", "Pad"}, ops & {"If", "LRN", "Pad"}
     card = card_from_onnx(exported)
     assert card.input.size_px == (64, 64) and card.input.color == "gray3"
     assert card.outputs.au_names[0] == "AU1" and len(card.outputs.au_names) == 17
@@ -292,3 +296,75 @@ def test_init_from_stage1_with_ablation_option(trained, packed_small, tmp_path):
                       model_options={"crop_fc_dim": 8})
     with pytest.raises(ModelFileError, match="does not fit"):
         trainer.train(bad, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
+
+
+def test_stage2_au_output_learns_and_depends_on_the_input(trained, packed_small, tmp_path):
+    """The fixed stage 2 (BCE summed over AUs, AdamW) makes the AU output depend on the face:
+    against the pseudo positives of its own training faces its AUC is far above the 0.5 that
+    a constant output gets, and it spreads across images. The selection score is that AUC."""
+    out, _ = trained
+    cfg = tiny_config(packed_small, tmp_path, stages=[2],
+                      stage2={"epochs": 20, "lr": 0.005, "optimizer": "adamw", "au_loss": "bce",
+                              "weight_decay": 0.0001})
+    report = trainer.train(cfg, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
+    history = report["stages"]["stage2"]["history"]
+    assert history[-1]["score"] == history[-1]["val"]["mean_auc"]
+    model, _ = load_checkpoint(tmp_path / "model.pt")
+    model.load_state_dict(read_checkpoint(tmp_path / "stage2_last.pt")["state_dict"])
+    arrays = trainer.read_packed(packed_small, "train")
+    probs = torch.sigmoid(torch.from_numpy(trainer.predict_arrays(
+        model, torch.from_numpy(arrays.images), (64, 64), trainer.IMAGENET_MEAN,
+        trainer.IMAGENET_STD, 64, torch.device("cpu"), upto="au")["au_logits"])).numpy()
+    from aue_edge.train.losses import pseudo_au_labels
+
+    pseudo = pseudo_au_labels(torch.from_numpy(arrays.labels), model.prior_weight,
+                              model.prior_low, model.prior_high).detach().numpy()
+    stats = au_pseudo_label_stats(probs, pseudo, model.cfg.au_names)
+    assert stats["mean_auc"] > 0.65  # a constant output scores 0.5
+    assert stats["mean_std_prob"] > 0.02
+
+
+def test_ckplus_supervision_records_subjects_and_fits_thresholds(trained, packed_small,
+                                                                 tmp_path, ckplus_root):
+    """CK+ faces of the training folds join stages 2-3: the card lists the subjects it saw
+    (fold 2 held out) and carries per-AU thresholds fitted on them, which export keeps."""
+    from aue_edge.train.data.folds import CKPLUS_FOLDS
+    from aue_edge.train.export import export_checkpoint
+
+    out, _ = trained
+    cfg = tiny_config(packed_small, tmp_path, stages=[2, 3],
+                      data={"packed": str(packed_small), "ckplus_root": str(ckplus_root),
+                            "ckplus_fold": 2},
+                      stage2={"epochs": 1, "lr": 0.003, "optimizer": "adamw",
+                              "au_loss": "bce"},
+                      model_options={"attention": "sigmoid"})
+    trainer.train(cfg, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
+    _, payload = load_checkpoint(tmp_path / "model.pt")
+    seen = set(payload["card"]["training"]["ckplus"]["subjects"])
+    assert seen == set(CKPLUS_FOLDS[0]) | set(CKPLUS_FOLDS[2])
+    thresholds = payload["card"]["au_thresholds"]
+    assert set(thresholds) <= set(payload["card"]["au_names"]) and len(thresholds) >= 10
+    assert all(0.05 <= t <= 0.95 for t in thresholds.values())
+    card = card_from_onnx(export_checkpoint(tmp_path / "model.pt", tmp_path / "onnx"))
+    assert card.outputs.au_thresholds == thresholds
+    assert card.training["ckplus"]["fold_held_out"] == 2
+    with pytest.raises(ConfigError, match="ckplus_fold must be 0"):
+        tiny_config(packed_small, tmp_path / "bad", stages=[2],
+                    data={"packed": str(packed_small), "ckplus_root": str(ckplus_root),
+                          "ckplus_fold": 5})
+
+
+def test_sigmoid_attention_trains_from_the_pred1_warm_start(trained):
+    """With pred2 started from pred1, the f_a columns are small but not zero, so the gradient
+    reaching the attention is not zero (it was exactly 0 with zeroed columns)."""
+    model, _ = load_checkpoint(trained[0] / "model.pt", expected_model="aue_crl_cpu_tiny")
+    model = type(model)(model.cfg.__class__(**{**model.cfg.__dict__, "attention": "sigmoid"}))
+    model.init_fused_head_from_expr_head()
+    e = model.cfg.expr_channels
+    assert torch.equal(model.fused_head.weight[:, :e], model.expr_head.weight)
+    assert model.fused_head.weight[:, e:].abs().max() > 0
+    model.train()
+    out = model(torch.randn(4, 3, 64, 64), upto="full")
+    assert ((out["attention"] > 0) & (out["attention"] < 1)).all()  # independent gates
+    torch.nn.functional.cross_entropy(out["fused_logits"], torch.tensor([0, 1, 2, 3])).backward()
+    assert model.attention_fc.weight.grad.abs().sum() > 0

@@ -67,6 +67,11 @@ class DataConfig:
     val_split: str = "valid"
     limit_train: int = 0           # first N images only (0 = all): smoke runs and tests
     limit_val: int = 0
+    # Real AU labels (stages 2-3): CK+ faces mixed into every batch (stageN.ckplus_fraction).
+    # ckplus_fold k trains on the other two folds' subjects (a cross-validation model for fold
+    # k); 0 on every subject.
+    ckplus_root: str = ""
+    ckplus_fold: int = 0
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class InputConfig:
 @dataclass(frozen=True)
 class StageConfig:
     epochs: int = 0
+    max_images: int = 0            # this stage's epochs cover the first N training images (0 all)
+    ckplus_fraction: float = 0.25  # with data.ckplus_root: this share of a batch is CK+ faces
     lr: float = 0.01
     optimizer: str = "sgd"         # sgd (paper: momentum 0.9) | adamw
     momentum: float = 0.9
@@ -87,7 +94,7 @@ class StageConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     # stage 2 (AU): pseudo-label regression + W's prior regulariser (+ code's pair term)
-    au_loss: str = "mse"           # mse (paper) | weighted_mse (code)
+    au_loss: str = "mse"           # mse (paper) | weighted_mse (code) | bce (shipped recipe)
     prior_regulariser: str = "l2"  # l2 (paper) | l1 (code)
     prior_weight: float = 1.0
     au_pair_weight: float = 0.0    # code: 0.5 on the AU predictions; paper: none
@@ -186,6 +193,10 @@ def validate_config(cfg: TrainConfig, origin: str = "<config>") -> None:
             problems.append(f"stage{n}.optimizer must be sgd or adamw, got {st.optimizer!r}")
         if st.schedule not in ("cosine", "step"):
             problems.append(f"stage{n}.schedule must be cosine or step, got {st.schedule!r}")
+        if not 0 <= st.ckplus_fraction < 1:
+            problems.append(f"stage{n}.ckplus_fraction must be in [0, 1)")
+        if st.max_images < 0:
+            problems.append(f"stage{n}.max_images must be >= 0 (0 = every image)")
         if not 0 <= st.label_smoothing < 1:
             problems.append(f"stage{n}.label_smoothing must be in [0, 1)")
     if cfg.batch_size < 2 or cfg.eval_batch_size < 1:
@@ -198,6 +209,9 @@ def validate_config(cfg: TrainConfig, origin: str = "<config>") -> None:
                         f"{cfg.data.label_mode!r}")
     if not cfg.data.root and not cfg.data.packed:
         problems.append("data.root (data set folder) or data.packed (packed arrays) is needed")
+    if cfg.data.ckplus_root and cfg.data.ckplus_fold not in (0, 1, 2, 3):
+        problems.append(f"data.ckplus_fold must be 0 (all subjects) or 1..3, got "
+                        f"{cfg.data.ckplus_fold}")
     if cfg.input.color != "gray3":
         problems.append(f"input.color {cfg.input.color!r}: the grey FER+ trainer feeds gray3")
     if problems:
@@ -499,8 +513,64 @@ def predict_arrays(model: torch.nn.Module, images: torch.Tensor, size_px: tuple[
 # ---------------------------------------------------------------------------------------------
 
 
-def card_fields(cfg: TrainConfig, model: torch.nn.Module, train_arrays: SplitArrays
-                ) -> dict[str, Any]:
+@dataclass
+class CkPlusArrays:
+    """CK+ training faces for stages 2-3: labels in the model's label space, AUs in its AU
+    order (``known`` False for a model AU that CK+ does not code)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    aus: np.ndarray
+    known: np.ndarray
+    subjects: list[str]
+    fold: int
+
+
+def load_ckplus_arrays(data: DataConfig, emotion_labels: tuple[str, ...],
+                       au_names: tuple[str, ...], progress: bool = True) -> CkPlusArrays | None:
+    """The CK+ faces a run trains on (``data.ckplus_root``; fold 0 = every subject), or None."""
+    if not data.ckplus_root:
+        return None
+    from aue_edge.train.data.ckplus import CKPLUS_AUS, CkPlus
+    from aue_edge.train.knowledge import label_mapping
+
+    if not au_names:
+        raise ConfigError("data.ckplus_root gives real AU labels, but this model has no AU "
+                          "branch (the backbone baseline); drop data.ckplus_root")
+    reader = CkPlus(data.ckplus_root, "all" if data.ckplus_fold == 0 else "train",
+                    max(1, data.ckplus_fold))
+    images, labels, _probs, _names = reader.load_arrays(progress=progress)
+    mapping = label_mapping(reader.labels, emotion_labels)
+    if (mapping < 0).any():
+        missing = [n for n, m in zip(reader.labels, mapping) if m < 0]
+        raise ConfigError(f"the model's labels {list(emotion_labels)} lack the CK+ emotions "
+                          f"{missing}; CK+ faces cannot be trained on")
+    matrix = reader.au_matrix()
+    known = np.array([a in CKPLUS_AUS for a in au_names])
+    aus = np.zeros((len(labels), len(au_names)), dtype=np.float32)
+    for j, name in enumerate(au_names):
+        if known[j]:
+            aus[:, j] = matrix[:, CKPLUS_AUS.index(name)]
+    return CkPlusArrays(images, mapping[labels], aus, np.broadcast_to(known, aus.shape).copy(),
+                        list(reader.subjects), data.ckplus_fold)
+
+
+def fit_au_thresholds(au_probs: np.ndarray, aus: np.ndarray, known: np.ndarray,
+                      au_names: tuple[str, ...]) -> dict[str, float]:
+    """Per-AU F1-maximising thresholds on labelled training faces, kept inside [0.05, 0.95]."""
+    from aue_edge.train.metrics import best_f1_threshold
+
+    out = {}
+    for j, name in enumerate(au_names):
+        rows = known[:, j]
+        if rows.any() and aus[rows, j].any():
+            t = best_f1_threshold(aus[rows, j] > 0.5, au_probs[rows, j])
+            out[name] = round(float(np.clip(t, 0.05, 0.95)), 4)
+    return out
+
+
+def card_fields(cfg: TrainConfig, model: torch.nn.Module, train_arrays: SplitArrays,
+                ck: CkPlusArrays | None = None) -> dict[str, Any]:
     """The model-card facts the trainer knows; ``aue export`` completes the card from them."""
     core = getattr(model, "module", model)
     size = int(core.cfg.input_size_px)
@@ -516,7 +586,10 @@ def card_fields(cfg: TrainConfig, model: torch.nn.Module, train_arrays: SplitArr
                      "source": train_arrays.source, "augment": dataclasses.asdict(cfg.augment),
                      "stages": list(cfg.stages),
                      "epochs": {f"stage{n}": cfg.stage(n).epochs for n in cfg.stages},
-                     "pretrained_backbone": cfg.pretrained or None, "seed": cfg.seed},
+                     "pretrained_backbone": cfg.pretrained or None, "seed": cfg.seed,
+                     **({"ckplus": {"fold_held_out": ck.fold or None,
+                                    "num_images": int(len(ck.labels)),
+                                    "subjects": sorted(set(ck.subjects))}} if ck else {})},
     }
 
 
@@ -600,13 +673,25 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
         model.to(memory_format=torch.channels_last)
     size_px = (model.cfg.input_size_px, model.cfg.input_size_px)
     mean, std = cfg.input.mean, cfg.input.std
-    images = torch.from_numpy(train_arr.images).to(device)
-    labels = torch.from_numpy(train_arr.labels).to(device)
+    au_names = tuple(model.cfg.au_names) if model.cfg.branches == "full" else ()
+    ck = load_ckplus_arrays(cfg.data, model.cfg.emotion_labels, au_names, progress)
+    num_train = len(train_arr.labels)
+    # CK+ faces (when configured) sit after the FER+ ones; au_known marks real AU labels.
+    images = torch.from_numpy(np.concatenate([train_arr.images] + ([ck.images] if ck else [])))
+    images = images.to(device)
+    labels = torch.from_numpy(np.concatenate([train_arr.labels] + ([ck.labels] if ck else [])))
+    labels = labels.to(device)
+    au_real = torch.zeros(len(labels), len(au_names), device=device)
+    au_known = torch.zeros(len(labels), len(au_names), dtype=torch.bool, device=device)
+    if ck:
+        au_real[num_train:] = torch.from_numpy(ck.aus).float().to(device)
+        au_known[num_train:] = torch.from_numpy(ck.known).to(device)
+        ck_index = torch.arange(num_train, len(labels), device=device)
     val_images = torch.from_numpy(val_arr.images)
     augment = GpuAugment(cfg.augment, size_px, mean, std)
     generator = torch.Generator().manual_seed(cfg.seed)
     aug_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    extra = {"train_config": cfg.to_dict(), "card": card_fields(cfg, model, train_arr)}
+    extra = {"train_config": cfg.to_dict(), "card": card_fields(cfg, model, train_arr, ck)}
     if model.cfg.branches == "full":
         pos = torch.as_tensor(knowledge.pair_indices(knowledge.POSITIVE_AU_PAIRS,
                                                      model.cfg.au_names), device=device)
@@ -619,6 +704,14 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{model_name}: {n_params / 1e6:.2f} M parameters; train {len(train_arr.labels)} / "
               f"val {len(val_arr.labels)} images on {device}", flush=True)
+
+    def with_ckplus(idx: torch.Tensor, fraction: float) -> torch.Tensor:
+        """A FER+ batch plus ``fraction`` of a batch of CK+ faces drawn at random."""
+        count = round(fraction * cfg.batch_size)
+        if not ck or count == 0:
+            return idx
+        pick = torch.randint(len(ck_index), (count,), generator=generator)
+        return torch.cat([idx, ck_index[pick.to(device)]])
 
     def batch_inputs(idx: torch.Tensor) -> torch.Tensor:
         x = augment(images[idx], aug_generator)
@@ -669,11 +762,15 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
 
             def step(idx, st=st, tm=train_model, core=core):
                 _set_modes(model, 2, st)
+                idx = with_ckplus(idx, st.ckplus_fraction)
                 out = tm(batch_inputs(idx), upto="au")
-                probs = torch.sigmoid(out["au_logits"].float())
+                logits = out["au_logits"].float()
+                probs = torch.sigmoid(logits)
                 pseudo = pseudo_au_labels(labels[idx], core.prior_weight, core.prior_low,
                                           core.prior_high)
-                reg_loss = au_regression_loss(probs, pseudo, st.au_loss)
+                # Real FACS codes where a face has them (CK+), pseudo labels elsewhere.
+                targets = torch.where(au_known[idx], au_real[idx], pseudo)
+                reg_loss = au_regression_loss(logits, targets, st.au_loss)
                 prior = prior_regulariser(core.prior_weight, core.prior_init, core.prior_low,
                                           core.prior_high, st.prior_regulariser, st.prior_weight)
                 loss = reg_loss + prior
@@ -692,13 +789,23 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
                     pseudo = pseudo_au_labels(torch.from_numpy(val_arr.labels).to(device),
                                               core.prior_weight, core.prior_low,
                                               core.prior_high).cpu().numpy()
-                stats = au_pseudo_label_stats(1 / (1 + np.exp(-out["au_logits"])), pseudo,
-                                              model.cfg.au_names)
-                return -stats["mean_mae"], {"au_mae": stats["mean_mae"],
-                                            "au_agreement": stats["mean_agreement"]}
+                probs = 1 / (1 + np.exp(-out["au_logits"]))
+                stats = au_pseudo_label_stats(probs, pseudo, model.cfg.au_names)
+                # Selection on the mean per-AU AUC against the pseudo positives: a constant
+                # output scores exactly 0.5 (MAE and agreement did not tell it apart).
+                logs = {k: stats[k] for k in ("mean_auc", "mean_mae", "mean_agreement",
+                                              "mean_active_rate", "mean_std_prob")}
+                names, au = model.cfg.emotion_labels, model.cfg.au_names
+                if {"happiness", "neutral"} <= set(names) and "AU12" in au:
+                    col = probs[:, au.index("AU12")]
+                    logs["au12_happy_minus_neutral"] = float(
+                        col[val_arr.labels == names.index("happiness")].mean()
+                        - col[val_arr.labels == names.index("neutral")].mean())
+                return stats["mean_auc"], logs
         else:
             def step(idx, st=st, tm=train_model):
                 _set_modes(model, 3, st)
+                idx = with_ckplus(idx, st.ckplus_fraction)
                 out = tm(batch_inputs(idx), upto="full")
                 ce = F.cross_entropy(out["fused_logits"].float(), labels[idx],
                                      label_smoothing=st.label_smoothing)
@@ -715,7 +822,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
             validate = lambda: classify_validation("fused_logits")  # noqa: E731
 
         result = run_epochs(model=train_model, model_name=model_name, optimizer=optimizer,
-                            step=step, num_items=len(labels), batch_size=cfg.batch_size,
+                            step=step, num_items=min(num_train, st.max_images or num_train),
+                            batch_size=cfg.batch_size,
                             epochs=st.epochs, st=st, validate=validate, out_dir=out_dir,
                             tag=f"stage{stage}", device=device, generator=generator,
                             amp=cfg.amp, resume=resume, extra={**extra, "stage": stage},
@@ -750,6 +858,14 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
             report["au_pseudo_label_stats"] = au_pseudo_label_stats(
                 1 / (1 + np.exp(-out["au_logits"])), pseudo, model.cfg.au_names)
         final_card = dict(extra["card"])
+        if ck and 2 in cfg.stages:
+            # Per-AU decision thresholds fitted on the CK+ training faces (never a test fold).
+            out = predict_arrays(model, torch.from_numpy(ck.images), size_px, mean, std,
+                                 cfg.eval_batch_size, device, upto="au", amp=cfg.amp,
+                                 channels_last=cfg.channels_last)
+            final_card["au_thresholds"] = fit_au_thresholds(
+                1 / (1 + np.exp(-out["au_logits"])), ck.aus, ck.known, au_names)
+            report["au_thresholds"] = final_card["au_thresholds"]
         final_card["metrics"] = {f"{cfg.data.val_split}": {
             k: val_report[k] for k in ("accuracy", "mean_class_accuracy", "num_images")}}
         model.cpu()

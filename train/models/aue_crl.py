@@ -23,7 +23,11 @@ Architecture (paper, Sec. III; the reference code's differences noted where they
 * KCAUS: low-rank bilinear attention: ``q = tanh(BN(Linear(f_e)))``, per-AU
   ``k_i = tanh(BN(Linear_i(a_i)))``, score ``relu(Linear(q * k_i))``, softmax over the AUs;
   ``f_a = sum_i alpha_i a_i``; ``pred2 = Linear([f_e, f_a])``. ``attention="mean"`` replaces the
-  weights by 1/17 (the paper's "no attention" ablation).
+  weights by 1/17 (the paper's "no attention" ablation). ``attention="sigmoid"`` (the default
+  of the shipped recipe) scores each AU with an independent gate ``g_i = sigmoid(Linear(q * k_i))``
+  and ``f_a = (1/A) sum_i g_i a_i``: with softmax weights that sum to 1 at most one AU can pass
+  the AU-pair loss's 0.5 threshold, so that loss can never act (a flaw of the paper's Eq. 5 with
+  Eq. 10-12); independent gates can all be on or off, so the pair constraints can act on them.
 
 Crops (design decision): **static crops in aligned coordinates**. The edge pipeline aligns every
 face to a fixed 5-point template (the FER+ framing) and FER+ ships no landmarks, so the AU crop
@@ -74,7 +78,7 @@ from aue_edge.train.models.resnet import STEMS, ResNet, resnet_feature_sizes
 
 BRANCHES = ("full", "expression")
 AU_HEADS = ("per_au", "shared")
-ATTENTIONS = ("kcaus", "mean")
+ATTENTIONS = ("kcaus", "sigmoid", "mean")
 
 
 @dataclass(frozen=True)
@@ -105,7 +109,9 @@ class AueCrlConfig:
     # (A, 2, 2) crop centres (x, y) in AU-map pixels; empty -> computed from the aligned
     # mean shape when the model is built (see the module docstring).
     crop_centres: tuple = ()
-    # (E, A) prior W: initial values and clamping bands; empty -> knowledge.prior_matrix.
+    # (E, A) prior W: initial values and clamping bands; empty -> knowledge.prior_matrix of
+    # prior_table ("reference": AUE-CRL's released table; "emfacs": sadness = 1+4+15).
+    prior_table: str = "reference"
     prior_init: tuple = ()
     prior_low: tuple = ()
     prior_high: tuple = ()
@@ -173,7 +179,8 @@ def build_config(**kwargs: Any) -> AueCrlConfig:
             updates["crop_centres"] = default_crop_centres(cfg.au_names, au_map_px,
                                                            cfg.crop_size_px)
         if not cfg.prior_init:
-            init, low, high = knowledge.prior_matrix(cfg.emotion_labels, cfg.au_names)
+            init, low, high = knowledge.prior_matrix(cfg.emotion_labels, cfg.au_names,
+                                                     cfg.prior_table)
             updates.update(prior_init=_nested_tuple(init.round(6)),
                            prior_low=_nested_tuple(low), prior_high=_nested_tuple(high))
     cfg = dataclasses.replace(cfg, **updates)
@@ -236,6 +243,36 @@ def default_crop_centres(au_names: tuple[str, ...], au_map_px: int, crop_size_px
     return _nested_tuple(centres)
 
 
+class ChannelLRN(nn.Module):
+    """Local response normalisation across channels, the same function as
+    ``nn.LocalResponseNorm(size)`` (``x / (k + alpha * mean of x^2 over the channel window) **
+    beta``, window padded ``size // 2`` before and ``(size - 1) // 2`` after), written with
+    Slice, Concat and Add so that the exported graph has static ranks and constant shapes:
+    torch's own version squeezes a 5-D tensor, which the legacy exporter turns into a
+    shape-dependent ``If`` that TensorRT's ONNX parser rejects, and ONNX's LRN op maps to
+    TensorRT's ILRNLayer, which needs an odd window (the reference code's window is 2)."""
+
+    def __init__(self, size: int, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0
+                 ) -> None:
+        super().__init__()
+        if size < 1:
+            raise ConfigError(f"LRN window must be >= 1, got {size}")
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        square = x * x
+        window = square
+        for offset in range(-(self.size // 2), (self.size - 1) // 2 + 1):
+            k = abs(offset)
+            if k == 0:
+                continue
+            zeros = square[:, :k] * 0.0  # zero channels that keep the graph's shapes static
+            shifted = (torch.cat([zeros, square[:, :-k]], dim=1) if offset < 0
+                       else torch.cat([square[:, k:], zeros], dim=1))
+            window = window + shifted
+        return x / (self.k + self.alpha / self.size * window) ** self.beta
+
+
 class GroupedLinear(nn.Module):
     """``groups`` independent linear layers applied to (N, groups, in) -> (N, groups, out).
 
@@ -275,8 +312,9 @@ class AueCrl(nn.Module):
     STAGE_MODULES = {
         # Modules each training stage updates (paper Sec. III-D; reference main.py).
         1: ("backbone", "expr_reduce", "expr_head"),
-        2: ("au_up", "crop_conv", "crop_fc", "au_head", "prior_weight"),
-        3: ("fuse_expr", "fuse_au", "fuse_au_bn", "attention_fc", "fused_head"),
+        2: ("au_up", "crop_conv", "crop_fc", "crop_dropout", "au_head", "prior_weight"),
+        3: ("fuse_expr", "fuse_au_dropout", "fuse_au", "fuse_au_bn", "attention_fc",
+            "fused_head"),
     }
 
     def __init__(self, cfg: AueCrlConfig) -> None:
@@ -288,7 +326,7 @@ class AueCrl(nn.Module):
         sizes = self.backbone.feature_sizes((cfg.input_size_px, cfg.input_size_px))
         self.pool_kernels = tuple(s[0] // sizes[-1][0] for s in sizes)
         num_e = len(cfg.emotion_labels)
-        self.lrn = nn.LocalResponseNorm(cfg.lrn_size) if cfg.lrn_size else nn.Identity()
+        self.lrn = ChannelLRN(cfg.lrn_size) if cfg.lrn_size else nn.Identity()
         self.expr_reduce = _conv_bn_relu(sum(chans), cfg.expr_channels)
         self.expr_dropout = nn.Dropout(cfg.expr_dropout)
         self.expr_head = nn.Linear(cfg.expr_channels, num_e)
@@ -304,7 +342,7 @@ class AueCrl(nn.Module):
                 "deconv": nn.ConvTranspose2d(chans[deep], chans[skip], 4, 2, 1),
                 "fuse": _conv_bn_relu(2 * chans[skip], out_ch),
             }))
-        self.au_lrn = nn.LocalResponseNorm(cfg.lrn_size) if cfg.lrn_size else nn.Identity()
+        self.au_lrn = ChannelLRN(cfg.lrn_size) if cfg.lrn_size else nn.Identity()
         n_crops = 2 * num_au
         self.crop_windows = tuple(
             (int(y) - cfg.crop_size_px // 2, int(x) - cfg.crop_size_px // 2)
@@ -368,7 +406,7 @@ class AueCrl(nn.Module):
 
     def au_logits(self, au_feats: torch.Tensor) -> torch.Tensor:
         if self.cfg.au_head == "per_au":
-            return self.au_head(au_feats).squeeze(-1)
+            return self.au_head(au_feats)[..., 0]  # static rank (no shape-dependent If)
         return self.au_head(au_feats.flatten(1))
 
     def attention(self, f_e: torch.Tensor, au_feats: torch.Tensor) -> torch.Tensor:
@@ -378,8 +416,10 @@ class AueCrl(nn.Module):
         q = self.fuse_expr(f_e)                                         # (N, D)
         k = self.fuse_au(self.fuse_au_dropout(au_feats))                # (N, A, D)
         k = torch.tanh(self.fuse_au_bn(k.reshape(n, -1)).reshape(n, a, -1))
-        scores = F.relu(self.attention_fc(q.unsqueeze(1) * k)).squeeze(-1)
-        return torch.softmax(scores, dim=1)
+        scores = self.attention_fc(q.unsqueeze(1) * k)[..., 0]
+        if self.cfg.attention == "sigmoid":
+            return torch.sigmoid(scores)
+        return torch.softmax(F.relu(scores), dim=1)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor, upto: str = "full") -> dict[str, torch.Tensor]:
@@ -396,17 +436,23 @@ class AueCrl(nn.Module):
             return out
         attn = self.attention(f_e, au_feats)
         f_a = (attn.unsqueeze(-1) * au_feats).sum(dim=1)
+        if self.cfg.attention == "sigmoid":
+            f_a = f_a / au_feats.shape[1]
         out["attention"] = attn
         out["fused_logits"] = self.fused_head(torch.cat([f_e, f_a], dim=1))
         out["emotion_logits"] = out["fused_logits"]
         return out
 
     @torch.no_grad()
-    def init_fused_head_from_expr_head(self) -> None:
-        """pred2 := pred1 on f_e, zero on f_a (stage-3 warm start; option, not the paper's)."""
+    def init_fused_head_from_expr_head(self, f_a_scale: float = 0.1) -> None:
+        """pred2 := pred1 on f_e, plus a small random map of f_a (stage-3 warm start; an
+        option, not the paper's). The f_a columns must not be zero: the gradient that reaches
+        the attention is proportional to them, and with zeros it is exactly 0, so the
+        attention would never train (what happened to the first shipped model)."""
         e = self.cfg.expr_channels
-        self.fused_head.weight.zero_()
+        fresh = nn.Linear(self.fused_head.in_features - e, self.fused_head.out_features)
         self.fused_head.weight[:, :e].copy_(self.expr_head.weight)
+        self.fused_head.weight[:, e:].copy_(f_a_scale * fresh.weight)
         self.fused_head.bias.copy_(self.expr_head.bias)
 
     def export_module(self, emotion_from: str = "fused_logits") -> ExportWrapper:
