@@ -180,9 +180,9 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
     for name, t in thresholds.items():
         if t.note:
             by_note.setdefault(t.note, []).append(name)
-    for note, names in by_note.items():
-        warnings.append(f"{len(names)} tensors: {note} ({', '.join(names[:3])}"
-                        f"{', ...' if len(names) > 3 else ''}; see per_tensor.note)")
+    for note, tensors in by_note.items():  # not `names`: that holds the output file names
+        warnings.append(f"{len(tensors)} tensors: {note} ({', '.join(tensors[:3])}"
+                        f"{', ...' if len(tensors) > 3 else ''}; see per_tensor.note)")
 
     # 3. TensorRT cache: every activation, except what only kept-FP32 layers read or write and
     # the model's outputs (probabilities stay in float: a clipped sigmoid/softmax output scale
