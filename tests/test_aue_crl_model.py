@@ -168,3 +168,18 @@ def test_channel_lrn_equals_torch_local_response_norm(size):
     x = torch.randn(2, 7, 5, 5) * 3
     torch.testing.assert_close(ChannelLRN(size)(x), torch.nn.LocalResponseNorm(size)(x),
                                rtol=1e-6, atol=1e-6)
+
+
+def test_reset_stage_reinitialises_only_that_stage():
+    model = create_model("aue_crl_cpu_tiny")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        model.prior_weight.add_(0.05)
+    model.reset_stage(3)
+    after = model.state_dict()
+    assert not torch.equal(after["fuse_au.weight"], before["fuse_au.weight"])
+    assert torch.equal(after["au_head.weight"], before["au_head.weight"])      # stage 2 kept
+    assert torch.equal(after["backbone.conv1.weight"], before["backbone.conv1.weight"])
+    model.reset_stage(2)
+    assert not torch.equal(model.state_dict()["au_head.weight"], before["au_head.weight"])
+    torch.testing.assert_close(model.prior_weight, model.prior_init)

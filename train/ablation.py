@@ -18,7 +18,8 @@ Variants (all from the same stage-1 checkpoint; the backbone stays frozen, as in
 * ``fixed_ckplus``: ``fixed`` + CK+ faces with their real FACS codes in every batch (the shipped
   recipe); scored with three fold models per seed, model k never having seen fold k.
 
-The budget is smaller than the shipped model's (``--fer-images``, ``--epochs2``, ``--epochs3``) so
+Every variant re-initialises the stage-2 and stage-3 modules (``reinit``), so all start from the
+same frozen backbone and nothing else. The budget is smaller than the shipped model's (``--fer-images``, ``--epochs2``, ``--epochs3``) so
 that 3 seeds of every variant fit a CPU session; it is the same for every variant.
 """
 from __future__ import annotations
@@ -54,7 +55,8 @@ def _train(init: Path, out_dir: Path, overrides: dict[str, Any], seed: int, fold
     if onnx_path.is_file():
         return onnx_path
     settings = {"seed": seed, "out_dir": str(out_dir), "data.root": ferplus_root,
-                "data.ckplus_root": ckplus_root, **budget, **overrides}
+                "data.ckplus_root": ckplus_root, "stage2.reinit": True, "stage3.reinit": True,
+                **budget, **overrides}
     if fold is not None:
         settings["data.ckplus_fold"] = fold
     cfg = trainer.load_config(CONFIG, settings)

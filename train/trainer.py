@@ -106,6 +106,9 @@ class StageConfig:
     # Start pred2 as pred1 on f_e with zero weight on f_a (ours, not the paper's: stage 3 then
     # begins at stage 1's accuracy and the attention path only has to add to it).
     init_fused_from_pred1: bool = False
+    # Re-initialise this stage's modules before it trains (the paper's stages start their
+    # modules fresh); off: continue from the weights the starting checkpoint holds.
+    reinit: bool = False
 
 
 @dataclass(frozen=True)
@@ -736,6 +739,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
                                      f"{stage - 1} first or pass --init CHECKPOINT")
             state = read_checkpoint(prev)
             model.load_state_dict(state["state_dict"])
+        if st.reinit:
+            model.reset_stage(stage)
         if stage == 3 and st.init_fused_from_pred1:
             model.init_fused_head_from_expr_head()
         params = _set_trainable(model, stage, st)

@@ -284,10 +284,14 @@ class GroupedLinear(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(groups, in_features, out_features))
         self.bias = nn.Parameter(torch.empty(groups, out_features))
-        bound = 1.0 / math.sqrt(in_features)  # nn.Linear's default initialisation
+        self.reset_parameters()
+        self.bias.no_decay = True  # a bias, though 2-D: the trainer skips its weight decay
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        bound = 1.0 / math.sqrt(self.weight.shape[1])  # nn.Linear's default initialisation
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
-        self.bias.no_decay = True  # a bias, though 2-D: the trainer skips its weight decay
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.matmul(x.transpose(0, 1), self.weight).transpose(0, 1)
@@ -454,6 +458,21 @@ class AueCrl(nn.Module):
         self.fused_head.weight[:, :e].copy_(self.expr_head.weight)
         self.fused_head.weight[:, e:].copy_(f_a_scale * fresh.weight)
         self.fused_head.bias.copy_(self.expr_head.bias)
+
+    @torch.no_grad()
+    def reset_stage(self, stage: int) -> None:
+        """Re-initialise the modules training stage ``stage`` updates (W back to its prior)."""
+        self.stage_parameters(stage)  # validates the stage for this model
+        for name in self.STAGE_MODULES[stage]:
+            part = getattr(self, name)
+            if name == "prior_weight":
+                part.copy_(self.prior_init)
+                continue
+            for module in part.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+                if hasattr(module, "reset_running_stats"):
+                    module.reset_running_stats()
 
     def export_module(self, emotion_from: str = "fused_logits") -> ExportWrapper:
         """The inference graph ``aue export`` writes to ONNX."""
