@@ -300,7 +300,7 @@ def plot_ckplus_au(result: dict[str, Any], path: str | Path) -> Path:
 
     names = result["au_names"]
     methods = [m for m in ("model",) + BASELINES if "per_au" in result["au"][m]]
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.8 * len(names)), 7), sharex=True)
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.8 * len(names)), 7.5), sharex=True)
     width = 0.8 / len(methods)
     x = np.arange(len(names))
     for metric, ax in zip(("f1", "auc"), axes):
@@ -308,15 +308,17 @@ def plot_ckplus_au(result: dict[str, Any], path: str | Path) -> Path:
             values = [result["au"][m]["per_au"][n][metric] for n in names]
             mean = result["au"][m][f"mean_{metric}"]
             ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width,
-                   label=f"{m} (mean {mean:.2f})")
-        ax.set_ylabel("F1-frame" if metric == "f1" else "ROC AUC")
+                   label=f"{m} (mean {mean:.2f})", color=f"C{i}")
+        ax.set_ylabel("F1-frame (model: its thresholds; baselines: 0.5)" if metric == "f1"
+                      else "ROC AUC", fontsize=8)
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, ncol=len(methods), loc="upper left")
+        ax.legend(fontsize=7, ncol=len(methods), loc="lower center",
+                  bbox_to_anchor=(0.5, 1.0), frameon=False)
     axes[1].axhline(0.5, color="grey", lw=0.8, ls="--")
     axes[1].set_xticks(x, names, rotation=45)
     acc = result["emotion_accuracy"]
-    axes[0].set_title(f"{result['model_name']} on CK+ ({result['num_subjects']} subjects, "
-                      f"folds {result['folds']}): emotion accuracy model {acc['model']:.3f}, "
-                      f"stacked {acc['stacked']:.3f}", fontsize=9)
+    fig.suptitle(f"{result['model_name']} on CK+ ({result['num_subjects']} subjects, folds "
+                 f"{result['folds']}, subject-exclusive): emotion accuracy model "
+                 f"{acc['model']:.3f}, stacked read-out {acc['stacked']:.3f}", fontsize=9)
     return save_figure(fig, path, dpi=110)
