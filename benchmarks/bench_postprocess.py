@@ -29,7 +29,7 @@ def frame_results(frames, bench_config):
         results = {n: pipeline.process(frame, timestamp_s=float(i))
                    for i, (n, frame) in enumerate(frames.items())}
         labels, au_names, threshold = (pipeline.emotion_labels, pipeline.au_names,
-                                       pipeline.au_threshold)
+                                       pipeline.au_thresholds)
     return results, labels, au_names, threshold
 
 

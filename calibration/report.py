@@ -72,7 +72,7 @@ class OutputAgreement:
                         self.correct[("fp32", "int8")[m]] += hit
                         self.per_class[m, target] += (hit, 1)
         if self.au is not None and self.au in fp32:
-            threshold = self.card.outputs.au_threshold
+            threshold = np.asarray(self.card.outputs.thresholds(), dtype=np.float32)  # per AU
             same = (fp32[self.au] >= threshold) == (int8[self.au] >= threshold)
             self.au_same += int(same.sum())
             self.au_values += int(same.size)

@@ -370,7 +370,7 @@ def test_disfa_extract_frames_from_video(tmp_path, astronaut_bgr):
 
 def test_get_dataset_registry(ferplus_root):
     assert set(DATASETS) == {"ferplus", "fer2013_csv", "fer2013_folder", "rafdb", "sfew",
-                             "bp4d", "disfa"}
+                             "bp4d", "disfa", "ckplus"}
     assert len(get_dataset("ferplus", ferplus_root, "test", label_mode="probability")) == 3545
     assert len(get_dataset("fer2013_csv", FIXTURES / "fer2013" / "fer2013.csv", "test")) == 2
     assert len(get_dataset("bp4d", FIXTURES / "bp4d", "train", fold=3)) == 6
