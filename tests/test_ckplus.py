@@ -170,3 +170,15 @@ def test_card_per_au_thresholds_are_validated():
     with pytest.raises(ModelCardError, match="must lie in"):
         card.replace(outputs=card.outputs.__class__(
             **{**card.outputs.__dict__, "au_thresholds": {names[0]: 1.5}}))
+
+
+def test_card_metrics_record_the_cv_result(cv_result):
+    from aue_edge.edge.errors import ConfigError
+    from aue_edge.train.cli import card_metrics
+
+    result, _ = cv_result
+    cv = card_metrics(result, "cv.json")["ckplus_cv"]
+    assert cv["au"]["knowledge"]["mean_auc"] == round(result["au"]["knowledge"]["mean_auc"], 4)
+    assert cv["emotion_accuracy"] == result["emotion_accuracy"]
+    with pytest.raises(ConfigError, match="not an 'aue evaluate --json' result"):
+        card_metrics({"dataset": "ckplus"}, "bad.json")

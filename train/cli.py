@@ -12,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from aue_edge.edge.config_files import read_json
 from aue_edge.edge.errors import ConfigError
 
 
@@ -89,6 +90,25 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
+def card_metrics(result: dict, origin: str) -> dict:
+    """The part of an ``aue evaluate`` result that goes into a model card's metrics."""
+    try:
+        if result.get("dataset") == "ckplus":
+            return {"ckplus_cv": {
+                "protocol": "subject-exclusive 3-fold CV on ../shared/data/ckplus (folds.py); "
+                            "model k scored on fold k; F1 at the model's thresholds, baselines "
+                            "at 0.5 (f1_fitted: thresholds fitted on training folds)",
+                "folds": result["folds"], "num_images": result["num_images"],
+                "emotion_accuracy": result["emotion_accuracy"],
+                "au": {m: {k: round(v[k], 4) for k in ("mean_f1", "mean_f1_fitted", "mean_auc")}
+                       for m, v in result["au"].items() if "mean_f1" in v}}}
+        return {f"{result['dataset']}_{result['split']}": {
+            k: result[k] for k in ("accuracy", "mean_class_accuracy", "num_images")}}
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"{origin} is not an 'aue evaluate --json' result (missing {exc})") \
+            from None
+
+
 def export_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="aue export", description="Export an 'aue train' checkpoint to ONNX (dynamic "
@@ -98,18 +118,20 @@ def export_main(argv: list[str]) -> int:
     parser.add_argument("--opset", type=int, default=17,
                         help="ONNX opset: 17 (default; TensorRT 8.5 / JetPack 5, legacy "
                              "exporter) or 18+ (dynamo exporter)")
-    parser.add_argument("--metrics-json", metavar="FILE",
-                        help="an 'aue evaluate --json' result to record in the card's metrics")
+    parser.add_argument("--metrics-json", metavar="FILE", action="append", default=[],
+                        help="an 'aue evaluate --json' result to record in the card's metrics "
+                             "(repeatable; a CK+ evaluation of the recipe's fold models is "
+                             "recorded as ckplus_cv)")
     args = parser.parse_args(argv)
 
     from aue_edge.train.export import export_checkpoint
 
-    metrics = None
-    if args.metrics_json:
-        result = json.loads(Path(args.metrics_json).read_text(encoding="utf-8"))
-        metrics = {f"{result['dataset']}_{result['split']}": {
-            k: result[k] for k in ("accuracy", "mean_class_accuracy", "num_images")}}
-    path = export_checkpoint(args.checkpoint, args.out, args.opset, metrics)
+    metrics = {}
+    for file in args.metrics_json:
+        result = read_json(file, "'aue evaluate --json' result", "write it with 'aue evaluate "
+                           "... --json --out-json FILE'")
+        metrics.update(card_metrics(result, file))
+    path = export_checkpoint(args.checkpoint, args.out, args.opset, metrics or None)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) and {path.parent / 'card.json'}")
     return 0
 
