@@ -36,7 +36,12 @@ def test_forward_shapes_per_stage(tiny):
     assert s2["au_features"].shape == (2, 17, 2 * tiny.cfg.crop_fc_dim)
     assert "attention" not in s2
     assert s3["attention"].shape == (2, 17)
-    torch.testing.assert_close(s3["attention"].sum(1), torch.ones(2))
+    # Default: independent sigmoid gates; the paper's KCAUS softmax sums to 1 over the AUs.
+    assert ((s3["attention"] > 0) & (s3["attention"] < 1)).all()
+    paper = create_model("aue_crl_cpu_tiny", attention="kcaus").eval()
+    with torch.no_grad():
+        weights = paper(x, upto="full")["attention"]
+    torch.testing.assert_close(weights.sum(1), torch.ones(2))
     assert s3["fused_logits"].shape == (2, 8)
     assert s3["emotion_logits"] is s3["fused_logits"]
     # The expression path is shared: stage 1 and stage 3 compute the same pred1.

@@ -22,8 +22,9 @@ Variants (all from the same stage-1 checkpoint; the backbone stays frozen, as in
   recipe); scored with three fold models per seed, model k never having seen fold k.
 
 Every variant re-initialises the stage-2 and stage-3 modules (``reinit``), so all start from the
-same frozen backbone and its pred1 and nothing else. The budget is smaller than the shipped model's (``--fer-images``, ``--epochs2``, ``--epochs3``) so
-that 3 seeds of every variant fit a CPU session; it is the same for every variant.
+same frozen backbone and its pred1 and nothing else. The budget is smaller than the shipped
+model's (``--fer-images``, ``--epochs2``, ``--epochs3``) so that 3 seeds of every variant fit a
+CPU session; it is the same for every variant.
 """
 from __future__ import annotations
 

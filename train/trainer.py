@@ -94,7 +94,7 @@ class StageConfig:
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
     # stage 2 (AU): pseudo-label regression + W's prior regulariser (+ code's pair term)
-    au_loss: str = "mse"           # mse (paper) | weighted_mse (code) | bce (shipped recipe)
+    au_loss: str = "bce"           # bce (default: learns) | mse (paper) | weighted_mse (code)
     prior_regulariser: str = "l2"  # l2 (paper) | l1 (code)
     prior_weight: float = 1.0
     au_pair_weight: float = 0.0    # code: 0.5 on the AU predictions; paper: none

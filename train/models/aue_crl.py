@@ -23,11 +23,12 @@ Architecture (paper, Sec. III; the reference code's differences noted where they
 * KCAUS: low-rank bilinear attention: ``q = tanh(BN(Linear(f_e)))``, per-AU
   ``k_i = tanh(BN(Linear_i(a_i)))``, score ``relu(Linear(q * k_i))``, softmax over the AUs;
   ``f_a = sum_i alpha_i a_i``; ``pred2 = Linear([f_e, f_a])``. ``attention="mean"`` replaces the
-  weights by 1/17 (the paper's "no attention" ablation). ``attention="sigmoid"`` (the default
-  of the shipped recipe) scores each AU with an independent gate ``g_i = sigmoid(Linear(q * k_i))``
-  and ``f_a = (1/A) sum_i g_i a_i``: with softmax weights that sum to 1 at most one AU can pass
-  the AU-pair loss's 0.5 threshold, so that loss can never act (a flaw of the paper's Eq. 5 with
-  Eq. 10-12); independent gates can all be on or off, so the pair constraints can act on them.
+  weights by 1/17 (the paper's "no attention" ablation). ``attention="sigmoid"`` (the default,
+  as in the shipped model) scores each AU with an independent gate
+  ``g_i = sigmoid(Linear(q * k_i))`` and ``f_a = (1/A) sum_i g_i a_i``: with softmax weights that
+  sum to 1 at most one AU can pass the AU-pair loss's 0.5 threshold, so that loss can never act
+  (a flaw of the paper's Eq. 5 with Eq. 10-12); independent gates can all be on or off, so the
+  pair constraints can act on them.
 
 Crops (design decision): **static crops in aligned coordinates**. The edge pipeline aligns every
 face to a fixed 5-point template (the FER+ framing) and FER+ ships no landmarks, so the AU crop
@@ -103,7 +104,7 @@ class AueCrlConfig:
     crop_fc_dim: int = 64             # per crop; an AU feature is 2x this (paper: 256)
     crop_dropout: float = 0.5
     au_head: str = "per_au"
-    attention: str = "kcaus"
+    attention: str = "sigmoid"        # independent gates (default) | kcaus (paper) | mean
     attention_dim: int = 96           # D of the low-rank bilinear attention (code: 1024)
     attention_dropout: float = 0.5
     # (A, 2, 2) crop centres (x, y) in AU-map pixels; empty -> computed from the aligned
@@ -532,6 +533,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
                          "expr_channels": 256, "attention_dim": 128},
     "aue_crl_baseline": {"branches": "expression"},
     "aue_crl_r101_paper": {
+        "attention": "kcaus",
         "input_size_px": 224, "depth": 101, "width": 1.0, "stem": "imagenet",
         "expr_channels": 1024, "au_channels": 64, "crop_size_px": 24, "crop_conv_channels": 64,
         "crop_conv_stride": 1, "crop_pool_px": 0, "crop_fc_dim": 256, "attention_dim": 1024,
