@@ -207,18 +207,23 @@ def evaluate_main(argv: list[str]) -> int:
                             tuple(p.strip() for p in args.providers.split(",") if p.strip()),
                             args.threads, args.device, args.confusion_png,
                             progress=not args.json)
+    if not _write_result(result, args):
+        print(f"{result['model_name']} on {args.dataset} {args.split}: accuracy "
+              f"{result['accuracy']:.4f}, mean class accuracy "
+              f"{result['mean_class_accuracy']:.4f}, {result['num_images']} images",
+              file=sys.stdout)
+    return 0
+
+
+def _write_result(result: dict, args: argparse.Namespace) -> bool:
+    """``--out-json`` and ``--json`` of ``aue evaluate``; True when the JSON was printed."""
     text = json.dumps(result, indent=2)
     if args.out_json:
         Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out_json).write_text(text + "\n", encoding="utf-8")
     if args.json:
         print(text)
-    else:
-        print(f"{result['model_name']} on {args.dataset} {args.split}: accuracy "
-              f"{result['accuracy']:.4f}, mean class accuracy "
-              f"{result['mean_class_accuracy']:.4f}, {result['num_images']} images",
-              file=sys.stdout)
-    return 0
+    return bool(args.json)
 
 
 def _evaluate_ckplus(args: argparse.Namespace) -> int:
@@ -227,12 +232,7 @@ def _evaluate_ckplus(args: argparse.Namespace) -> int:
     result = evaluate_ckplus(args.model, args.root, args.fold, args.out_dir,
                              tuple(p.strip() for p in args.providers.split(",") if p.strip()),
                              args.threads, args.device, args.batch_size, progress=not args.json)
-    text = json.dumps(result, indent=2)
-    if args.out_json:
-        Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out_json).write_text(text + "\n", encoding="utf-8")
-    if args.json:
-        print(text)
+    if _write_result(result, args):
         return 0
     acc = result["emotion_accuracy"]
     print(f"{result['model_name']} on CK+ folds {result['folds']} ({result['num_subjects']} "

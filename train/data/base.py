@@ -194,6 +194,26 @@ def read_image(path: str | Path, color: str = "bgr") -> np.ndarray:
     return image
 
 
+def read_gray_crops(records: list[Record], size_px: int, what: str, progress: bool = True
+                    ) -> np.ndarray:
+    """Every record's image as one uint8 array (N, size_px, size_px) of grey face crops; a file
+    that does not decode, or has another size, is an error naming it."""
+    from tqdm import tqdm
+
+    images = np.empty((len(records), size_px, size_px), dtype=np.uint8)
+    for i, record in enumerate(tqdm(records, desc=f"{what} images", unit="img",
+                                    disable=not progress)):
+        image = cv2.imread(record.path, cv2.IMREAD_GRAYSCALE)
+        if image is None:
+            raise DatasetError(f"image {record.path} cannot be decoded (corrupt or not a PNG); "
+                               f"restore it from the data set archive")
+        if image.shape != (size_px, size_px):
+            raise DatasetError(f"image {record.path} is {image.shape[1]}x{image.shape[0]}, "
+                               f"{what} images are {size_px}x{size_px}")
+        images[i] = image
+    return images
+
+
 def read_text_lines(path: Path) -> list[str]:
     """Lines of a UTF-8 label file (BOM allowed); a bad encoding is an error naming the line."""
     if not path.is_file():

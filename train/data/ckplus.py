@@ -21,12 +21,10 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import cv2
 import numpy as np
-from tqdm import tqdm
 
 from aue_edge.edge.errors import DatasetError
-from aue_edge.train.data.base import FaceDataset, Record, read_text_lines
+from aue_edge.train.data.base import FaceDataset, Record, read_gray_crops, read_text_lines
 from aue_edge.train.data.folds import CKPLUS_FOLDS, fold_subjects
 
 #: CK+ emotion folder/label names -> the package's canonical expression names.
@@ -107,18 +105,7 @@ class CkPlus(FaceDataset):
         """``(images uint8 (N, 48, 48), labels int64, one-hot probs float32, names)``, the
         same form as the FER+ reader's, so the trainer and ``aue evaluate`` take either."""
         n = len(self._records)
-        images = np.empty((n, IMAGE_SIZE_PX, IMAGE_SIZE_PX), dtype=np.uint8)
-        for i, record in enumerate(tqdm(self._records, desc=f"CK+ {self.split} images",
-                                        unit="img", disable=not progress)):
-            image = cv2.imread(record.path, cv2.IMREAD_GRAYSCALE)
-            if image is None:
-                raise DatasetError(f"image {record.path} cannot be decoded (corrupt or not a "
-                                   f"PNG); restore it from the CK+ copy")
-            if image.shape != (IMAGE_SIZE_PX, IMAGE_SIZE_PX):
-                image = cv2.resize(image, (IMAGE_SIZE_PX, IMAGE_SIZE_PX),
-                                   interpolation=cv2.INTER_AREA)
-                self.report.notes.append(f"{record.path} resized to {IMAGE_SIZE_PX} px")
-            images[i] = image
+        images = read_gray_crops(self._records, IMAGE_SIZE_PX, f"CK+ {self.split}", progress)
         labels = self.targets
         probs = np.eye(len(self.labels), dtype=np.float32)[labels] if n else \
             np.zeros((0, len(self.labels)), dtype=np.float32)

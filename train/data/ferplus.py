@@ -26,12 +26,11 @@ import csv
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
-from tqdm import tqdm
 
 from aue_edge.edge.errors import DatasetError
-from aue_edge.train.data.base import FaceDataset, Record, parse_int, read_text_lines
+from aue_edge.train.data.base import (FaceDataset, Record, parse_int, read_gray_crops,
+                                      read_text_lines)
 from aue_edge.train.knowledge import FERPLUS_LABELS
 
 SPLIT_FOLDERS = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FER2013Test"}
@@ -138,17 +137,7 @@ class FerPlus(FaceDataset):
         """All kept images at once: ``(images uint8 (N, 48, 48), labels int64 (N,),
         probs float32 (N, 8), names)``; names are the PNG file names."""
         n = len(self._records)
-        images = np.empty((n, IMAGE_SIZE_PX, IMAGE_SIZE_PX), dtype=np.uint8)
-        for i, record in enumerate(tqdm(self._records, desc=f"FER+ {self.split} images",
-                                        unit="img", disable=not progress)):
-            image = cv2.imread(record.path, cv2.IMREAD_GRAYSCALE)
-            if image is None:
-                raise DatasetError(f"image {record.path} cannot be decoded (corrupt or not a "
-                                   f"PNG); restore it from the FER+ archive")
-            if image.shape != (IMAGE_SIZE_PX, IMAGE_SIZE_PX):
-                raise DatasetError(f"image {record.path} is {image.shape[1]}x{image.shape[0]}, "
-                                   f"FER+ images are {IMAGE_SIZE_PX}x{IMAGE_SIZE_PX}")
-            images[i] = image
+        images = read_gray_crops(self._records, IMAGE_SIZE_PX, f"FER+ {self.split}", progress)
         labels = self.targets
         probs = (np.stack([r.label_probs for r in self._records]) if n else
                  np.zeros((0, len(self.labels)), dtype=np.float32))
