@@ -368,3 +368,28 @@ def test_sigmoid_attention_trains_from_the_pred1_warm_start(trained):
     assert ((out["attention"] > 0) & (out["attention"] < 1)).all()  # independent gates
     torch.nn.functional.cross_entropy(out["fused_logits"], torch.tensor([0, 1, 2, 3])).backward()
     assert model.attention_fc.weight.grad.abs().sum() > 0
+
+
+def test_fold_runs_refuse_weights_that_saw_the_held_out_fold(trained, packed_small, tmp_path,
+                                                            ckplus_root):
+    """A CK+ fold-k model started from weights trained on fold k's subjects would be scored on
+    faces it saw: refused; the subjects a start checkpoint saw are carried into the new card."""
+    from aue_edge.train.data.folds import CKPLUS_FOLDS
+
+    out, _ = trained
+    payload = read_checkpoint(out / "stage1_best.pt")
+    card = dict(payload["card"])
+    card["training"] = {**card["training"], "ckplus": {"subjects": list(CKPLUS_FOLDS[1][:3])}}
+    model, _ = load_checkpoint(out / "stage1_best.pt")
+    extra = {k: v for k, v in payload.items()
+             if k not in ("format", "model_name", "model_config", "state_dict", "card")}
+    save_checkpoint(tmp_path / "seen.pt", model, payload["model_name"], card=card, **extra)
+    data = {"packed": str(packed_small), "ckplus_root": str(ckplus_root), "ckplus_fold": 2}
+    cfg = tiny_config(packed_small, tmp_path / "fold2", stages=[2], data=data)
+    with pytest.raises(ModelFileError, match="CK\\+ subjects of fold 2"):
+        trainer.train(cfg, init_checkpoint=str(tmp_path / "seen.pt"), progress=False)
+    cfg = tiny_config(packed_small, tmp_path / "fold1", stages=[2],
+                      data={**data, "ckplus_fold": 1})
+    trainer.train(cfg, init_checkpoint=str(tmp_path / "seen.pt"), progress=False)
+    _, result = load_checkpoint(tmp_path / "fold1" / "model.pt")
+    assert set(CKPLUS_FOLDS[1][:3]) <= set(result["card"]["training"]["ckplus"]["subjects"])

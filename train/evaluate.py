@@ -94,7 +94,7 @@ def _au_stats(card: ModelCard, labels: np.ndarray, au_probs: np.ndarray) -> dict
     table = clamp_prior(np.asarray(weights), np.asarray(config["prior_low"]),
                         np.asarray(config["prior_high"]))
     return au_pseudo_label_stats(au_probs, table[labels], card.outputs.au_names,
-                                 card.outputs.au_threshold)
+                                 card.outputs.thresholds())
 
 
 def evaluate_model(model_path: str | Path, dataset: str = "ferplus", root: str = "",

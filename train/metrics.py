@@ -90,12 +90,12 @@ def plot_confusion_matrix(cm: np.ndarray, labels: Sequence[str], path: str | Pat
 
 
 def au_pseudo_label_stats(au_probs: np.ndarray, pseudo: np.ndarray, au_names: Sequence[str],
-                          threshold: float = 0.5) -> dict[str, Any]:
+                          threshold: float | Sequence[float] = 0.5) -> dict[str, Any]:
     """How well the AU head follows its knowledge-derived pseudo labels, per AU.
 
     ``mean_target``/``mean_prob``: averages over the images; ``mae``: mean |prob - target|;
     ``agreement``: fraction of images where prob and target fall on the same side of
-    ``threshold``; ``active_rate``: fraction predicted active; ``auc``: ROC AUC of the
+    ``threshold`` (one value, or one per AU); ``active_rate``: fraction predicted active; ``auc``: ROC AUC of the
     probability against the pseudo positives (target >= 0.5; 0.5 for a constant output, NaN
     where the split has no pseudo positive); ``std_prob``: spread across images. Means over AUs
     are ``mean_*``; MAE and agreement alone are matched by a constant output, AUC is not.
@@ -105,12 +105,13 @@ def au_pseudo_label_stats(au_probs: np.ndarray, pseudo: np.ndarray, au_names: Se
     if au_probs.shape != pseudo.shape or au_probs.shape[1:] != (len(au_names),):
         raise DatasetError(f"AU probabilities {au_probs.shape} and pseudo labels {pseudo.shape} "
                            f"must both be (N, {len(au_names)})")
+    threshold = np.broadcast_to(np.asarray(threshold, dtype=np.float64), (len(au_names),))
     agree = (au_probs >= threshold) == (pseudo >= threshold)
     per_au = {
         name: {"mean_target": float(pseudo[:, a].mean()), "mean_prob": float(au_probs[:, a].mean()),
                "mae": float(np.abs(au_probs[:, a] - pseudo[:, a]).mean()),
                "agreement": float(agree[:, a].mean()),
-               "active_rate": float((au_probs[:, a] >= threshold).mean()),
+               "active_rate": float((au_probs[:, a] >= threshold[a]).mean()),
                "auc": roc_auc(pseudo[:, a] >= 0.5, au_probs[:, a]),
                "std_prob": float(au_probs[:, a].std())}
         for a, name in enumerate(au_names)

@@ -572,8 +572,24 @@ def fit_au_thresholds(au_probs: np.ndarray, aus: np.ndarray, known: np.ndarray,
     return out
 
 
+def check_ckplus_inheritance(data: DataConfig, inherited: set[str], init: str | None) -> None:
+    """A cross-validation run for CK+ fold k must not start from weights that saw fold k."""
+    from aue_edge.train.data.folds import CKPLUS_FOLDS
+
+    if data.ckplus_root and data.ckplus_fold:
+        leaked = inherited & set(CKPLUS_FOLDS[data.ckplus_fold - 1])
+        if leaked:
+            raise ModelFileError(
+                f"{init} was trained on {len(leaked)} CK+ subjects of fold {data.ckplus_fold} "
+                f"({sorted(leaked)[:3]}...), which this run holds out; a fold model started "
+                f"from it would be scored on faces its weights saw. Start from a checkpoint "
+                f"that never saw CK+ (e.g. 'aue import-onnx' of the first release, or a stage-1 "
+                f"checkpoint)")
+
+
 def card_fields(cfg: TrainConfig, model: torch.nn.Module, train_arrays: SplitArrays,
-                ck: CkPlusArrays | None = None) -> dict[str, Any]:
+                ck: CkPlusArrays | None = None, inherited_ckplus: set[str] = frozenset()
+                ) -> dict[str, Any]:
     """The model-card facts the trainer knows; ``aue export`` completes the card from them."""
     core = getattr(model, "module", model)
     size = int(core.cfg.input_size_px)
@@ -590,9 +606,12 @@ def card_fields(cfg: TrainConfig, model: torch.nn.Module, train_arrays: SplitArr
                      "stages": list(cfg.stages),
                      "epochs": {f"stage{n}": cfg.stage(n).epochs for n in cfg.stages},
                      "pretrained_backbone": cfg.pretrained or None, "seed": cfg.seed,
-                     **({"ckplus": {"fold_held_out": ck.fold or None,
-                                    "num_images": int(len(ck.labels)),
-                                    "subjects": sorted(set(ck.subjects))}} if ck else {})},
+                     # CK+ subjects this run trained on and those the starting weights saw
+                     **({"ckplus": {"fold_held_out": (ck.fold or None) if ck else None,
+                                    "num_images": int(len(ck.labels)) if ck else 0,
+                                    "subjects": sorted(set(ck.subjects if ck else ())
+                                                       | set(inherited_ckplus))}}
+                        if ck or inherited_ckplus else {})},
     }
 
 
@@ -646,11 +665,14 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
     train_arr = load_split_arrays(cfg.data, cfg.data.train_split, cfg.data.limit_train, progress)
     val_arr = load_split_arrays(cfg.data, cfg.data.val_split, cfg.data.limit_val, progress)
 
+    inherited_ckplus: set[str] = set()
     if init_checkpoint:
         # Rebuild from the checkpoint's own config; model_options may change options that add
         # no parameters (e.g. attention: mean for the no-attention ablation); weights load
         # strictly, so a structural change is reported rather than half-loaded.
         payload = read_checkpoint(init_checkpoint)
+        inherited_ckplus = set(payload.get("card", {}).get("training", {})
+                               .get("ckplus", {}).get("subjects", []))
         model_name = payload["model_name"]
         model = create_model(model_name, **{**payload["model_config"], **cfg.model_options})
         try:
@@ -678,6 +700,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
     mean, std = cfg.input.mean, cfg.input.std
     au_names = tuple(model.cfg.au_names) if model.cfg.branches == "full" else ()
     ck = load_ckplus_arrays(cfg.data, model.cfg.emotion_labels, au_names, progress)
+    check_ckplus_inheritance(cfg.data, inherited_ckplus, init_checkpoint)
     num_train = len(train_arr.labels)
     # CK+ faces (when configured) sit after the FER+ ones; au_known marks real AU labels.
     images = torch.from_numpy(np.concatenate([train_arr.images] + ([ck.images] if ck else [])))
@@ -694,7 +717,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
     augment = GpuAugment(cfg.augment, size_px, mean, std)
     generator = torch.Generator().manual_seed(cfg.seed)
     aug_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    extra = {"train_config": cfg.to_dict(), "card": card_fields(cfg, model, train_arr, ck)}
+    extra = {"train_config": cfg.to_dict(),
+             "card": card_fields(cfg, model, train_arr, ck, inherited_ckplus)}
     if model.cfg.branches == "full":
         pos = torch.as_tensor(knowledge.pair_indices(knowledge.POSITIVE_AU_PAIRS,
                                                      model.cfg.au_names), device=device)
