@@ -34,6 +34,7 @@ and its ``au_probs`` and AU names are reported instead. A model whose card decla
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 import warnings
 from dataclasses import dataclass
@@ -493,13 +494,18 @@ class Pipeline:
             return ()
         return self.au_card.outputs.au_names
 
-    @property
+    @functools.cached_property
     def au_thresholds(self) -> np.ndarray:
         """One decision threshold per AU: the ``au_threshold`` setting for all AUs when set,
-        else the card's (per-AU thresholds fitted in training, or its single threshold)."""
+        else the card's (per-AU thresholds fitted in training, or its single threshold).
+        Config and cards are fixed once the pipeline is built, so this is computed once
+        (read-only), not on every frame."""
         if self.config.au_threshold is not None:
-            return np.full(len(self.au_names), float(self.config.au_threshold), np.float32)
-        return np.asarray(self.au_card.outputs.thresholds(), dtype=np.float32)
+            thresholds = np.full(len(self.au_names), float(self.config.au_threshold), np.float32)
+        else:
+            thresholds = np.asarray(self.au_card.outputs.thresholds(), dtype=np.float32)
+        thresholds.setflags(write=False)
+        return thresholds
 
     # ------------------------------------------------------------------ per frame
     def reset(self) -> None:

@@ -101,24 +101,17 @@ def ckplus_subjects_seen(card: ModelCard) -> set[str]:
 
 
 def _run_model(path: Path, images: np.ndarray, providers: tuple[str, ...],
-               num_threads: int | None, device: str, batch_size: int
+               num_threads: int | None, device: str, batch_size: int, progress: bool
                ) -> tuple[ModelCard, np.ndarray, np.ndarray]:
-    from aue_edge.edge.preprocess import to_model_input
-    from aue_edge.train.evaluate import load_predictor
+    from aue_edge.train.evaluate import load_predictor, predict_faces
 
     card, predict, close = load_predictor(path, providers, num_threads, device)
     if card.outputs.au_probs is None:
+        close()
         raise ModelFileError(f"{path} has no AU output (its card names no au_probs); CK+ "
                              f"evaluation scores emotion and action units together")
-    emotions, aus = [], []
-    try:
-        for start in range(0, len(images), batch_size):
-            emotion, au = predict(to_model_input(images[start:start + batch_size], card.input))
-            emotions.append(emotion)
-            aus.append(au)
-    finally:
-        close()
-    emotion, au = np.concatenate(emotions), np.concatenate(aus)
+    emotion, au = predict_faces(predict, close, images, card, batch_size, f"CK+ {path.name}",
+                                progress)
     if not (np.isfinite(emotion).all() and np.isfinite(au).all()):
         raise ModelFileError(f"{path} produced non-finite outputs on CK+ faces; the model file "
                              f"is corrupt or its card does not match it")
@@ -166,7 +159,8 @@ def evaluate_ckplus(model_paths: Sequence[str | Path], root: str | Path,
     sequences = np.array(data.sequences)
     au_true = data.au_matrix()
 
-    outputs = [_run_model(p, images, providers, num_threads, device, batch_size) for p in paths]
+    outputs = [_run_model(p, images, providers, num_threads, device, batch_size, progress)
+               for p in paths]
     card = outputs[0][0]
     for other, p in zip(outputs[1:], paths[1:]):
         if (other[0].outputs.au_names, other[0].outputs.emotion_labels) != (

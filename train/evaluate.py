@@ -81,6 +81,23 @@ def load_predictor(path: Path, providers: tuple[str, ...] = ("cpu",),
     return _checkpoint_predictor(path, device)
 
 
+def predict_faces(predict, close, faces: np.ndarray, card: ModelCard, batch_size: int,
+                  desc: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """A predictor of :func:`load_predictor` over uint8 face crops in batches, with the edge's
+    preprocessing; returns ``(emotion_probs, au_probs or None)`` and closes the predictor."""
+    emotions, aus = [], []
+    try:
+        for start in tqdm(range(0, len(faces), batch_size), desc=desc, unit="batch",
+                          disable=not progress):
+            emotion, au = predict(to_model_input(faces[start:start + batch_size], card.input))
+            emotions.append(emotion)
+            if au is not None:
+                aus.append(au)
+    finally:
+        close()
+    return np.concatenate(emotions), (np.concatenate(aus) if aus else None)
+
+
 def _au_stats(card: ModelCard, labels: np.ndarray, au_probs: np.ndarray) -> dict[str, Any]:
     """AU output vs the knowledge pseudo labels of the true expression (no AU ground truth
     exists for FER+): one-hot(label) x W clamped to the prior bands, W as learned (card)."""
@@ -118,18 +135,8 @@ def evaluate_model(model_path: str | Path, dataset: str = "ferplus", root: str =
     kind = "onnx" if model_path.suffix == ".onnx" else "checkpoint"
     _check_labels(card.outputs.emotion_labels, arrays.label_names, model_path)
     t0 = time.time()
-    probs, au_probs = [], []
-    try:
-        for start in tqdm(range(0, len(arrays.labels), batch_size), desc=f"evaluate {split}",
-                          unit="batch", disable=not progress):
-            faces = arrays.images[start:start + batch_size]
-            emotion, au = predict(to_model_input(faces, card.input))
-            probs.append(emotion)
-            if au is not None:
-                au_probs.append(au)
-    finally:
-        close()
-    probs = np.concatenate(probs)
+    probs, au_probs = predict_faces(predict, close, arrays.images, card, batch_size,
+                                    f"evaluate {split}", progress)
     if probs.shape != (len(arrays.labels), len(card.outputs.emotion_labels)):
         raise ModelFileError(f"{model_path} returned emotion probabilities of shape "
                              f"{probs.shape}, expected ({len(arrays.labels)}, "
@@ -141,8 +148,8 @@ def evaluate_model(model_path: str | Path, dataset: str = "ferplus", root: str =
               "seconds": round(time.time() - t0, 2)}
     if limit:
         result["limit"] = limit
-    if au_probs:
-        result["au_pseudo_label_stats"] = _au_stats(card, arrays.labels, np.concatenate(au_probs))
+    if au_probs is not None:
+        result["au_pseudo_label_stats"] = _au_stats(card, arrays.labels, au_probs)
     if confusion_png:
         title = (f"{card.model_name} on {dataset} {split}: acc {report['accuracy']:.4f}, mean "
                  f"class acc {report['mean_class_accuracy']:.4f} (n={report['num_images']})")
