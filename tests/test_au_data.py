@@ -172,3 +172,25 @@ def test_full_frames_are_detected_aligned_and_faceless_frames_counted(astronaut_
     assert arrays.images[0].std() > 20
     with pytest.raises(ConfigError, match="does not label"):
         au_dataset_arrays(_Frames([blank]), ("AU4",), 64, progress=False)
+
+
+def test_augmentation_moves_the_area_boxes_with_the_face():
+    # a bright rectangle is the "area"; after a random flip + rotation + shift its box must be
+    # where the rectangle went (KDSRL's classifiers read RoIs at these boxes)
+    from aue_edge.train.augment import AugmentConfig, GpuAugment
+
+    cfg = AugmentConfig(flip_prob=0.5, max_rotation_deg=20.0, max_shift_frac=0.1,
+                        erase_prob=0.0)
+    augment = GpuAugment(cfg, (64, 64), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+    images = torch.zeros(8, 64, 64, dtype=torch.uint8)
+    images[:, 10:20, 40:56] = 255
+    boxes = torch.tensor([[[40.0, 10.0, 56.0, 20.0]]]).expand(8, -1, -1)
+    torch.manual_seed(0)
+    x, moved = augment(images, boxes=boxes)
+    flipped = 0
+    for i in range(8):
+        ys, xs = np.nonzero(x[i, 0].numpy() > 0.5)
+        found = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
+        assert np.abs(moved[i, 0].numpy() - found).max() < 2.5, (moved[i], found)
+        flipped += found[0] < 32
+    assert 0 < flipped < 8      # both flipped and unflipped images were checked

@@ -59,8 +59,11 @@ def test_weighted_bce_ignores_unknown_labels_and_reduces_per_au():
 def test_orthogonality_loss_by_hand():
     f_au = torch.tensor([[1.0, 0.0], [1.0, 2.0]])
     f_s = torch.tensor([[0.0, 5.0], [-3.0, 1.0]])
-    # |0| and |-3 + 2| = 1 -> mean 0.5
-    assert losses.orthogonality_loss(f_au, f_s) == pytest.approx(0.5)
+    # |cos| = 0 and |-3 + 2| / (sqrt(5) sqrt(10)) -> mean
+    expected = 0.5 * (1 / (5 ** 0.5 * 10 ** 0.5))
+    assert losses.orthogonality_loss(f_au, f_s) == pytest.approx(expected, rel=1e-5)
+    # on unit vectors: shrinking a feature does not meet it (the unnormalised |f_au . f_s| did)
+    assert losses.orthogonality_loss(f_au, 1e-3 * f_s) == pytest.approx(expected, rel=1e-4)
     with pytest.raises(ConfigError, match="f_s must match"):
         losses.orthogonality_loss(f_au, torch.zeros(2, 3))
 
@@ -109,10 +112,28 @@ def test_intra_area_ntxent_finds_the_other_view():
 def test_predictor_loss_zero_for_perfect_predictions_and_weights_combine():
     g = torch.Generator().manual_seed(0)
     emb = torch.randn(2, 3, 8, 4, generator=g)
-    perfect = [{q: [emb[1 - v][:, q].clone()] for q in range(8)} for v in (0, 1)]
-    assert losses.predictor_cosine_loss(perfect[0], emb[1]).item() == pytest.approx(0, abs=1e-6)
+    # the paper compares a view's predictions with the same view's embeddings
+    perfect = [{q: [emb[v][:, q].clone()] for q in range(8)} for v in (0, 1)]
+    assert losses.predictor_cosine_loss(perfect[0], emb[0]).item() == pytest.approx(0, abs=1e-6)
     terms = losses.kdsrl_ssl_loss(emb, perfect, ((1, 2), (4, 5)), 0.07, 0.1, alpha=0.01,
                                   beta=1.0)
     expected = 0.01 * (terms["inter_area"] + 0.1 * terms["intra_area"]) + terms["predict"]
     assert terms["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
     assert terms["predict"].item() == pytest.approx(0, abs=1e-5)
+
+
+def test_predictor_loss_is_a_mean_over_areas_with_gradient_to_both_sides():
+    g = torch.Generator().manual_seed(1)
+    emb = torch.randn(2, 5, 8, 4, generator=g, requires_grad=True)
+    opposite = [{q: [-emb[v][:, q].detach()] for q in (0, 3)} for v in (0, 1)]
+    # cos = -1 on every predicted area: 1 - cos = 2 per area, averaged (not summed) over areas
+    assert losses.predictor_cosine_loss(opposite[0], emb[0]).item() == pytest.approx(2.0)
+    terms = losses.kdsrl_ssl_loss(emb, opposite, ((1, 2),), alpha=0.0, beta=1.0)
+    terms["loss"].backward()
+    # the targets (the same view's embeddings of the predicted areas) receive gradient
+    assert emb.grad[:, :, (0, 3)].abs().sum() > 0
+    emb.grad = None
+    terms = losses.kdsrl_ssl_loss(emb, opposite, ((1, 2),), alpha=0.0, beta=1.0,
+                                  stop_gradient_targets=True)
+    terms["loss"].backward()
+    assert emb.grad is None or emb.grad.abs().sum() == 0

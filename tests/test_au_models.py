@@ -97,3 +97,38 @@ def _mean_shape() -> np.ndarray:
     from aue_edge.edge.face.landmarks import mean_shape_68
 
     return np.asarray(mean_shape_68(), dtype=np.float32)
+
+
+def test_pnet_shape_feature_is_linear_and_a_bias_under_the_mean_shape():
+    from aue_edge.edge.face.landmarks import mean_shape_68
+
+    model = create_model("lp_net_tiny", au_names=["AU1", "AU12"]).eval()
+    g = torch.Generator().manual_seed(0)
+    images = torch.randn(4, 3, 64, 64, generator=g)
+    shape = torch.as_tensor(mean_shape_68(), dtype=torch.float32)[None].expand(4, -1, -1)
+    moved = shape + 0.02 * torch.randn(4, 68, 2, generator=g)
+    with torch.no_grad():
+        out = model(images, moved)
+        same = model(images, shape)
+    # f_s is linear (no ReLU at its end): it takes negative values, so L_r is not met by zeros
+    assert (out["f_s"] < 0).any()
+    # with the mean shape for every face (no landmark provider), P-Net adds the same per-AU
+    # term to every image: a learned bias, which docs/au_detectors.md states
+    model.set_stage(2)
+    with torch.no_grad():
+        no_pnet = model(images)["logits"]
+    bias = same["logits"] - no_pnet
+    assert torch.allclose(bias, bias[:1].expand_as(bias), atol=1e-5)
+    model.set_stage(3)
+    with torch.no_grad():
+        varied = model(images, moved)["logits"] - no_pnet
+    assert not torch.allclose(varied, varied[:1].expand_as(varied), atol=1e-4)
+
+
+def test_gtle_parts_outside_the_gee_start_from_kaiming_init():
+    model = create_model("gtle_net_tiny", au_names=["AU1", "AU12"])
+    conv = model.classifiers[0].features[3]          # a 7x7 conv of g^i, not the first layer
+    fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    assert float(conv.weight.detach().std()) == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.2)
+    assert all(float(m.bias.abs().sum()) == 0 for m in model.ea_heads.modules()
+               if isinstance(m, torch.nn.Conv2d))

@@ -80,6 +80,24 @@ def preprocess(images: torch.Tensor, size_px: tuple[int, int], mean: tuple, std:
     return _normalise(x / 255.0, mean, std)
 
 
+def warp_boxes(boxes: torch.Tensor, theta: torch.Tensor, size_px: tuple[int, int]
+               ) -> torch.Tensor:
+    """Boxes (N, R, 4) in pixels of a ``size_px`` image, moved by the ``affine_grid`` warps
+    ``theta`` (N, 2, 3; output -> input coordinates in [-1, 1]): the box around the moved
+    corners."""
+    h, w = size_px
+    scale = boxes.new_tensor([w / 2.0, h / 2.0])
+    x1, y1, x2, y2 = boxes.unbind(-1)
+    corners = torch.stack([torch.stack(c, -1) for c in ((x1, y1), (x2, y1), (x1, y2), (x2, y2))],
+                          2)                                          # (N, R, 4, 2) pixels
+    src = corners / scale - 1.0                                       # input coordinates
+    a, t = theta[:, :, :2], theta[:, :, 2]
+    inv = torch.linalg.inv(a)                                         # input -> output
+    out = torch.einsum("nij,nrkj->nrki", inv, src - t[:, None, None, :])
+    out = (out + 1.0) * scale
+    return torch.cat([out.amin(2), out.amax(2)], -1)
+
+
 class GpuAugment:
     """Random similarity warp + resize in one ``grid_sample``, then random erasing."""
 
@@ -87,8 +105,12 @@ class GpuAugment:
                  std: tuple) -> None:
         self.cfg, self.size_px, self.mean, self.std = cfg, tuple(size_px), mean, std
 
-    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                 boxes: torch.Tensor | None = None
+                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Augmented, normalised inputs; with ``boxes`` (N, R, 4: x1, y1, x2, y2 in pixels of
+        the ``size_px`` crop) also the boxes moved by each image's warp (the axis-aligned box
+        around the warped corners; a flip keeps each box on the same facial content)."""
         x = _as_gray_batch(images) / 255.0
         n, dev = x.shape[0], x.device
         cfg = self.cfg
@@ -113,7 +135,9 @@ class GpuAugment:
         x = _normalise(x, self.mean, self.std)
         if cfg.erase_prob > 0:
             x = self._erase(x, generator)
-        return x
+        if boxes is None:
+            return x
+        return x, warp_boxes(boxes, theta, self.size_px)
 
     def _erase(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         n, _, h, w = x.shape

@@ -93,11 +93,12 @@ def weighted_bce(logits: torch.Tensor, targets: torch.Tensor,
 
 
 def orthogonality_loss(f_au: torch.Tensor, f_shape: torch.Tensor) -> torch.Tensor:
-    """LP-Net's ``L_r = |f_au . f_s|``, averaged over the batch (both (B, D))."""
+    """LP-Net's ``L_r = |f_au . f_s|`` on unit vectors (``|cos(f_au, f_s)|``), averaged over
+    the batch (both (B, D)). Normalised, so it cannot be met by shrinking either feature."""
     if f_au.shape != f_shape.shape:
         raise ConfigError(f"orthogonality loss needs equal shapes, got {tuple(f_au.shape)} and "
                           f"{tuple(f_shape.shape)} (P-Net's f_s must match the stem's width)")
-    return (f_au * f_shape).sum(dim=1).abs().mean()
+    return F.cosine_similarity(f_au, f_shape, dim=1, eps=1e-6).abs().mean()
 
 
 # ------------------------------------------------------------------------------------ GTLE-Net
@@ -169,10 +170,11 @@ def intra_area_ntxent_loss(embeddings: torch.Tensor, temperature: float = 0.07) 
 
 def predictor_cosine_loss(predictions: dict[int, list[torch.Tensor]],
                           targets: torch.Tensor) -> torch.Tensor:
-    """``sum_q (1 - cos(v_q, mean_p phi_qp(z_p)))`` averaged over the batch.
+    """``mean_q (1 - cos(v_q, mean_p phi_qp(z_p)))`` averaged over the batch.
 
     ``predictions[q]`` holds the (N, D) predictions of area q from its related areas;
-    ``targets`` is (N, A, D) (the caller decides on stop-gradient).
+    ``targets`` is (N, A, D). Averaged (not summed) over the predicted areas, so ``beta``
+    weighs it like the area-averaged ``L^a`` and ``L^b``.
     """
     if not predictions:
         raise ConfigError("the predicting component has no predictor edges")
@@ -180,25 +182,24 @@ def predictor_cosine_loss(predictions: dict[int, list[torch.Tensor]],
     for q, preds in predictions.items():
         mean_pred = torch.stack(preds, 0).mean(0)
         total = total + (1 - F.cosine_similarity(mean_pred, targets[:, q], dim=1)).mean()
-    return total
+    return total / len(predictions)
 
 
 def kdsrl_ssl_loss(embeddings: torch.Tensor, predictions: list[dict[int, list[torch.Tensor]]],
                    symmetric_pairs: tuple[tuple[int, int], ...], temperature: float = 0.07,
                    intra_weight: float = 0.1, alpha: float = 0.01, beta: float = 1.0,
-                   stop_gradient_targets: bool = True) -> dict[str, torch.Tensor]:
+                   stop_gradient_targets: bool = False) -> dict[str, torch.Tensor]:
     """``L = alpha (L^a + lambda L^b) + beta L^pred`` for two views; returns every term.
 
-    ``predictions[v]`` are the predictions made from view ``v``; they are compared with the
-    *other* view's embeddings (symmetrised over both directions, as BYOL/SimSiam do; the paper
-    does not say which view is the target). ``stop_gradient_targets`` detaches the targets
-    (SimSiam's stop-gradient, which keeps the predictor term from collapsing).
+    As in the paper, ``predictions[v]`` (made from view ``v``'s areas) are compared with the
+    *same* view's embeddings, with gradient to both sides, and averaged over both views.
+    ``stop_gradient_targets`` detaches the targets (SimSiam's stop-gradient; not the paper's).
     """
     l_inter = inter_area_supcon_loss(embeddings, symmetric_pairs, temperature)
     l_intra = intra_area_ntxent_loss(embeddings, temperature)
     l_pred = embeddings.new_zeros(())
     for view in (0, 1):
-        target = embeddings[1 - view]
+        target = embeddings[view]
         if stop_gradient_targets:
             target = target.detach()
         l_pred = l_pred + 0.5 * predictor_cosine_loss(predictions[view], target)

@@ -49,6 +49,19 @@ def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
                          nn.ReLU(inplace=True))
 
 
+def _kaiming_init(module: nn.Module) -> None:
+    """The paper's initialisation of everything but the GEE: Kaiming-normal convolutions (fan
+    out, ReLU gain), zero biases, unit batch-norm scales."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 class _ResBlock(nn.Module):
     def __init__(self, ch: int) -> None:
         super().__init__()
@@ -133,6 +146,9 @@ class GTLENet(nn.Module):
                                      nn.Conv2d(32, 3, 3, 1, 1))
         self.classifiers = nn.ModuleList(AuClassifier(tuple(classifier_channels))
                                          for _ in range(len(au_names)))
+        for module in (self.ea_res, self.ea_up, self.ea_heads, self.em_up, self.em_head,
+                       self.decoder, self.classifiers):
+            _kaiming_init(module)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1),
                              persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1),

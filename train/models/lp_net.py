@@ -19,7 +19,10 @@ Choices the paper leaves open (all configurable, defaults here):
 - LSTM hidden size 64, 1 layer, scan order ``raster`` (row by row over the 7x7 grid; ``snake``
   reverses every other row so consecutive steps stay neighbours).
 - P-Net layer order 136 -> 256 -> 512 -> C (the only order in which ``f_s`` matches ``f_au``'s
-  512-d width); ReLU after the hidden layers; its width follows the stem's width multiplier.
+  512-d width); ReLU after the 256-d layer only: ``f_s`` is linear, since a ReLU output is
+  non-negative like ``f_au`` and could meet ``L_r`` by switching off. ``L_r`` is taken on unit
+  vectors (``|cos|``) so that shrinking a feature cannot meet it either. The width follows the
+  stem's width multiplier.
 - Landmark normalisation happens *inside* the network (so the exported ONNX takes raw landmarks
   and the edge needs no extra code): the ``landmarks`` input is (N, 68, 2) iBUG-68 points as
   fractions (x / width, y / height) of the aligned face crop, the same convention as
@@ -103,7 +106,7 @@ class LPNet(nn.Module):
             self.lstm_out = nn.ModuleList(nn.Linear(lstm_hidden, 1) for _ in range(num_aus))
         if use_pnet:
             self.pnet_hidden = nn.Sequential(nn.Linear(136, pnet_hidden), nn.ReLU(inplace=True),
-                                             nn.Linear(pnet_hidden, feat), nn.ReLU(inplace=True))
+                                             nn.Linear(pnet_hidden, feat))
             self.pnet_out = nn.Linear(feat, num_aus)
         self.stage = 3 if use_pnet else (2 if use_lnet else 1)
 
