@@ -9,6 +9,7 @@ report's per-stage breakdown.
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
@@ -20,11 +21,33 @@ GROUP = "end_to_end"
 def bench_pipeline(measure, benchmark, variant, faces, frames, bench_config):
     if variant.skip_reason:
         pytest.skip(variant.skip_reason)
-    frame = frames[faces]
+    _time_pipeline(measure, benchmark, variant, frames[faces], faces, bench_config)
+
+
+def bench_pipeline_with_au_detector(measure, benchmark, variant, faces, frames, bench_config):
+    """The same frames with the AU output taken from ``--au-model`` (its file of the same
+    precision), so the detector's per-face cost is the difference to ``bench_pipeline``."""
+    if bench_config.au_model_dir is None:
+        pytest.skip("no AU detector given (aue bench --au-model DIR)")
+    if variant.skip_reason:
+        pytest.skip(variant.skip_reason)
+    au_file = Path(bench_config.au_model_dir) / variant.path.name
+    if variant.backend != "ort" or not au_file.is_file():
+        pytest.skip(f"{au_file} does not exist or is not an ONNX Runtime file: the AU detector "
+                    f"is timed with the main model's ONNX Runtime file of the same name")
+    if variant.model_dir.resolve() == Path(bench_config.au_model_dir).resolve():
+        pytest.skip("the AU detector is the main model of this case")
+    _time_pipeline(measure, benchmark, variant, frames[faces], faces, bench_config,
+                   au_file=au_file)
+
+
+def _time_pipeline(measure, benchmark, variant, frame, faces, bench_config, au_file=None):
     timings = []
+    au = {} if au_file is None else {"au_model_dir": str(au_file.parent),
+                                     "au_model_file": au_file.name}
     with Pipeline.from_model_dir(variant.model_dir, backend=variant.backend,
                                  model_file=variant.path.name,
-                                 num_threads=bench_config.num_threads) as pipeline:
+                                 num_threads=bench_config.num_threads, **au) as pipeline:
         clock = itertools.count()
 
         def process():
@@ -32,8 +55,10 @@ def bench_pipeline(measure, benchmark, variant, faces, frames, bench_config):
             timings.append(result.timings_ms)
             return result
 
+        model = variant.model_name if au_file is None else (
+            f"{variant.model_name}+{au_file.parent.name}")
         result = measure(process, group=GROUP, item_unit="frames", faces=faces,
-                         model=variant.model_name, backend=variant.backend,
+                         model=model, backend=variant.backend,
                          precision=variant.precision, model_file=variant.path.name,
                          num_threads=bench_config.num_threads, **variant.build_info())
     # Warm-up rounds are not in pytest-benchmark's timings; drop them here too.

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model-dir", action="append", default=None, dest="model_dirs",
                      help="model folder (model.onnx, model.int8.onnx, engines, card.json); "
                           "repeat for several; default the shipped edge/models/aue_crl")
+    run.add_argument("--au-model", default=None, dest="au_model_dir", metavar="DIR",
+                     help="exported AU detector: also time the pipeline with its AU output "
+                          "(end_to_end group), beside the same cases without it")
     run.add_argument("--backends", type=_csv(str), default=None,
                      help=f"comma-separated subset of {','.join(BACKENDS)}")
     run.add_argument("--precisions", type=_csv(str), default=None,
@@ -134,6 +137,8 @@ def resolve_config(args: argparse.Namespace) -> BenchConfig:
                  if getattr(args, name) is not None}
     if args.model_dirs:
         overrides["model_dirs"] = tuple(str(Path(d).resolve()) for d in args.model_dirs)
+    if args.au_model_dir:
+        overrides["au_model_dir"] = str(Path(args.au_model_dir).resolve())
     if config.face_image or "face_image" in overrides:
         overrides["face_image"] = str(Path(overrides.get("face_image",
                                                          config.face_image)).resolve())

@@ -34,7 +34,8 @@ class BenchConfig:
     case; ``ros_rounds`` to the ROS 2 round trip, whose rounds each cost a process-to-process
     hop; ``ros_stream_s`` is how long frames are streamed at the camera rate for the
     sustained-rate case. ``num_threads`` None leaves ONNX Runtime's own choice (all cores);
-    it is recorded either way, it changes the numbers.
+    it is recorded either way, it changes the numbers. ``au_model_dir`` (an exported AU
+    detector) adds end-to-end cases with the AU output taken from it, beside those without.
     """
 
     groups: tuple[str, ...] = GROUPS
@@ -49,6 +50,7 @@ class BenchConfig:
     ros_stream_s: float = 5.0
     ros_timeout_s: float = 60.0
     face_image: str | None = None
+    au_model_dir: str | None = None
     smoke: bool = False
 
     def __post_init__(self) -> None:
@@ -128,6 +130,7 @@ _SCALAR_FIELDS = {
     "ros_stream_s": ((int, float), False, "a number"),
     "ros_timeout_s": ((int, float), False, "a number"),
     "face_image": ((str,), True, "a path or null"),
+    "au_model_dir": ((str,), True, "a path or null"),
     "smoke": ((bool,), False, "true or false"),
 }
 

@@ -228,3 +228,112 @@ def test_gtle_frozen_parts_keep_their_weights(repo_root, ferplus_root, tmp_path)
     trained = [k for k in initial if k.startswith(("classifiers.", "ea_heads.", "decoder."))]
     assert frozen and all(torch.equal(initial[k].detach(), final[k]) for k in frozen)
     assert any(not torch.equal(initial[k].detach(), final[k]) for k in trained)
+
+
+@pytest.fixture(scope="module")
+def ckplus_run(repo_root, ckplus_root, tmp_path_factory):
+    """A tiny KDSRL trained on real CK+ FACS codes: 3 subject-exclusive folds + every subject."""
+    out = tmp_path_factory.mktemp("au_ckplus")
+    config = {"model": {"name": "kdsrl_tiny", "au_set": "auecrl"},
+              "data": {"dataset": "ckplus", "root": str(ckplus_root), "train_all": True,
+                       "ckplus_reference": str(repo_root / "edge" / "models" / "aue_crl"
+                                               / "ckplus_cv_evaluation.json")},
+              "run": {"out_dir": str(out), "batch_size": 16, "max_steps_per_epoch": 3,
+                      "progress": False},
+              "kdsrl": {"ssl_epochs": 0, "classify_mode": "finetune", "classify_epochs": 1}}
+    return train_from_config(config), out
+
+
+@pytest.mark.slow
+def test_ckplus_cv_scores_beside_constant_and_default_model(ckplus_run, ckplus_root):
+    from aue_edge.train.data.ckplus import CKPLUS_AUS, CkPlus
+    from aue_edge.train.data.folds import CKPLUS_FOLDS
+    from aue_edge.train.metrics import binary_f1
+
+    report, out = ckplus_run
+    cv = json.loads((out / "ckplus_cv.json").read_text())
+    assert cv["au_names"] == report["ckplus_cv"]["au_names"]
+    assert cv["num_images"] == 648 and cv["num_subjects"] == 79
+    assert len(cv["au_names"]) == 17
+    for k in (1, 2, 3):
+        fold = report["folds"][f"fold{k}"]
+        assert set(fold["test"]["subjects"]) == set(CKPLUS_FOLDS[k - 1])
+        assert not set(fold["train"]["subjects"]) & set(CKPLUS_FOLDS[k - 1])
+    # the constant column is the F1 of calling the AU present on every face, AUC 0.5
+    y12 = CkPlus(ckplus_root, "all").au_matrix()[:, CKPLUS_AUS.index("AU12")] == 1
+    constant = cv["au"]["constant"]["per_au"]["AU12"]
+    assert constant["f1"] == pytest.approx(binary_f1(y12, np.ones(len(y12), bool)))
+    assert constant["auc"] == 0.5
+    model = cv["au"]["model"]
+    assert set(model["per_au"]["AU12"]) == {"f1", "auc", "f1_fitted"}
+    assert 0.0 <= model["mean_f1"] <= 1.0 and 0.0 <= model["mean_auc"] <= 1.0
+    ref = cv["reference"]["au"]
+    assert ref["model"]["mean_f1"] == pytest.approx(0.664, abs=0.01)   # the shipped CV numbers
+    assert {"knowledge", "constant", "stacked"} <= set(ref)
+    assert (out / "ckplus_au_f1_auc.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_ckplus_models_carry_subjects_and_thresholds_into_the_card(ckplus_run, tmp_path):
+    from aue_edge.train.au.export import export_au_checkpoint
+    from aue_edge.train.data.folds import CKPLUS_FOLDS
+
+    report, out = ckplus_run
+    fold1 = read_checkpoint(out / "fold1" / "model.pt")
+    assert set(fold1["ckplus"]["subjects"]) == set(CKPLUS_FOLDS[1] + CKPLUS_FOLDS[2])
+    assert set(fold1["au_thresholds"]) <= set(fold1["au_names"])
+    # the model trained on every subject takes its thresholds from the out-of-fold predictions
+    everything = read_checkpoint(out / "all" / "model.pt")
+    assert len(everything["ckplus"]["subjects"]) == 79
+    assert everything["au_thresholds"] == report["ckplus_cv"]["oof_thresholds"]
+    card = find_card(export_au_checkpoint(out / "all" / "model.pt", tmp_path / "export"))
+    assert card.outputs.au_thresholds == everything["au_thresholds"]
+    assert len(card.training["ckplus"]["subjects"]) == 79
+
+
+def test_ckplus_reference_must_match_the_images_and_folds(tmp_path):
+    from aue_edge.edge.errors import DatasetError
+    from aue_edge.train.ckplus_eval import au_detector_cv_report
+
+    from aue_edge.train.data.folds import CKPLUS_FOLDS
+
+    subjects = [s for fold in CKPLUS_FOLDS for s in fold]
+    y = np.zeros((len(subjects), 1), bool)
+    y[::2] = True
+    sequences = [f"{s}_001" for s in subjects]
+    probs = {k: np.full((len(subjects), 1), 0.7) for k in (1, 2, 3)}
+    wrong = tmp_path / "ref.json"
+    wrong.write_text(json.dumps({"dataset": "ckplus", "folds": [1], "num_images": 79}))
+    with pytest.raises(DatasetError, match=r"not a 3-fold CK\+ evaluation"):
+        au_detector_cv_report(y, subjects, sequences, probs, ["AU12"], "m", wrong)
+    with pytest.raises(DatasetError, match="cannot be read"):
+        au_detector_cv_report(y, subjects, sequences, probs, ["AU12"], "m", tmp_path / "no")
+    with pytest.raises(DatasetError, match="all 3 fold models"):
+        au_detector_cv_report(y, subjects, sequences, {1: probs[1]}, ["AU12"], "m")
+
+
+@pytest.mark.slow
+def test_int8_calibrated_ckplus_detector_is_the_pipelines_au_source(ckplus_run, ferplus_root,
+                                                                    tmp_path, astronaut_bgr):
+    # what a user does with a detector trained on CK+: export, calibrate for ONNX Runtime's
+    # INT8 kernels, run it as au_model_dir; its card's per-AU thresholds are the ones applied
+    from aue_edge.cli import main as aue
+    from aue_edge.edge.pipeline import Pipeline, PipelineConfig
+    from aue_edge.train.au.export import export_au_checkpoint
+
+    _report, out = ckplus_run
+    onnx_path = export_au_checkpoint(out / "all" / "model.pt", tmp_path)
+    assert aue(["calibrate", str(onnx_path), "--dataset", "ferplus", "--root", str(ferplus_root),
+                "--num-images", "32", "--eval-split", "valid", "--eval-images", "16",
+                "--snr-images", "8", "--num-threads", "1", "--target", "ort-cpu", "--out",
+                str(tmp_path), "--no-progress"]) == 0
+    assert (tmp_path / "model.int8.ort.onnx").is_file()
+    card = find_card(onnx_path)
+    with Pipeline(PipelineConfig(au_model_dir=str(tmp_path), au_model_file="model.int8.ort.onnx",
+                                 num_threads=1)) as pipeline:
+        assert pipeline.au_names == card.outputs.au_names
+        np.testing.assert_allclose(pipeline.au_thresholds, card.outputs.thresholds(), atol=1e-6)
+        result = pipeline.process(astronaut_bgr, timestamp_s=0.0)
+    face = result.faces[0]
+    assert face.au_probs.shape == (17,) and np.isfinite(face.au_probs).all()
+    assert face.emotion_probs is not None

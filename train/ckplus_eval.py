@@ -316,3 +316,177 @@ def plot_ckplus_au(result: dict[str, Any], path: str | Path) -> Path:
                  f"{result['folds']}, subject-exclusive): emotion accuracy model "
                  f"{acc['model']:.3f}, stacked read-out {acc['stacked']:.3f}", fontsize=9)
     return save_figure(fig, path, dpi=110)
+
+
+# ------------------------------------------------------------------ AU detectors (CK+ CV runs)
+def au_detector_cv_report(y_au: np.ndarray, subjects: Sequence[str], sequences: Sequence[str],
+                          fold_probs: dict[int, np.ndarray], au_names: Sequence[str],
+                          model_name: str, reference: str | Path | None = None,
+                          out_dir: str | Path | None = None) -> dict[str, Any]:
+    """Score the fold models of an AU-detector CK+ run beside the baselines.
+
+    ``fold_probs[k]`` holds fold model k's AU probabilities on *every* CK+ image (rows in the
+    order of ``subjects``; columns ``au_names``); it is scored on fold k's subjects only, with
+    thresholds fitted on its training folds. Metrics per AU, pooled over the test folds:
+    F1-frame at 0.5 (the papers' protocol), F1 at the fitted thresholds, ROC AUC; the constant
+    predictor's F1 (every AU present) and AUC 0.5 beside them. ``reference`` is an ``aue
+    evaluate --dataset ckplus`` result (``ckplus_evaluation.json`` of the default model's fold
+    models): its model and baselines, scored on the same images and folds, join the table.
+    Also returns ``oof_thresholds``: per-AU best-F1 thresholds on the pooled out-of-fold
+    probabilities (for a model trained on every subject, which has no held-out fold itself).
+    """
+    from aue_edge.train.data.folds import CKPLUS_FOLDS
+    from aue_edge.train.trainer import fit_au_thresholds
+
+    subjects, sequences = np.asarray(subjects), np.asarray(sequences)
+    y_au = np.asarray(y_au).astype(bool)
+    positive = {n: len(set(sequences[y_au[:, a]])) for a, n in enumerate(au_names)}
+    keep = [a for a, n in enumerate(au_names) if positive[n] >= MIN_POSITIVE_SEQUENCES]
+    names = [au_names[a] for a in keep]
+    if sorted(fold_probs) != list(range(1, len(CKPLUS_FOLDS) + 1)):
+        raise DatasetError(f"need the probabilities of all {len(CKPLUS_FOLDS)} fold models, got "
+                           f"folds {sorted(fold_probs)}")
+    y = y_au[:, keep]
+    score = np.zeros(y.shape)
+    at_half = np.zeros(y.shape, bool)
+    at_fitted = np.zeros(y.shape, bool)
+    fitted_by_fold, per_fold = {}, {}
+    for k, probs in fold_probs.items():
+        test = np.isin(subjects, CKPLUS_FOLDS[k - 1])
+        s = np.asarray(probs, dtype=np.float64)[:, keep]
+        fitted = np.array([best_f1_threshold(y[~test, a], s[~test, a])
+                           for a in range(len(names))])
+        fitted_by_fold[f"fold{k}"] = fitted.round(4).tolist()
+        score[test], at_half[test], at_fitted[test] = s[test], s[test] >= 0.5, s[test] >= fitted
+        per_fold[f"fold{k}"] = {
+            "mean_f1": float(np.mean([binary_f1(y[test, a], at_half[test, a])
+                                      for a in range(len(names))])),
+            "mean_auc": float(np.nanmean([roc_auc(y[test, a], s[test, a])
+                                          for a in range(len(names))]))}
+    per_au = {n: {"f1": binary_f1(y[:, a], at_half[:, a]), "auc": roc_auc(y[:, a], score[:, a]),
+                  "f1_fitted": binary_f1(y[:, a], at_fitted[:, a])}
+              for a, n in enumerate(names)}
+    constant = {n: {"f1": binary_f1(y[:, a], np.ones(len(y), bool)), "auc": 0.5,
+                    "f1_fitted": binary_f1(y[:, a], np.ones(len(y), bool))}
+                for a, n in enumerate(names)}
+    result: dict[str, Any] = {
+        "dataset": "ckplus", "protocol": "subject-exclusive 3-fold CV (folds.CKPLUS_FOLDS), "
+        "fold model k scored on fold k, metrics pooled over the three test folds",
+        "model_name": model_name, "num_images": int(len(y)),
+        "num_subjects": int(len(set(subjects))), "au_names": names,
+        "positive_sequences": {n: positive[n] for n in names},
+        "fitted_thresholds": fitted_by_fold,
+        "oof_thresholds": fit_au_thresholds(score, y, np.ones(y.shape, bool), tuple(names)),
+        "au": {"model": _summary(per_au), "constant": _summary(constant)},
+        "per_fold": per_fold,
+        "spread_over_folds": {"mean_f1_sd": float(np.std([f["mean_f1"]
+                                                           for f in per_fold.values()])),
+                              "mean_auc_sd": float(np.std([f["mean_auc"]
+                                                           for f in per_fold.values()]))},
+    }
+    if reference is not None:
+        result["reference"] = _reference_columns(Path(reference), names, len(y))
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result["plot"] = str(plot_detector_cv(result, out_dir / "ckplus_au_f1_auc.png"))
+        (out_dir / "ckplus_cv.json").write_text(json.dumps(result, indent=2) + "\n",
+                                                encoding="utf-8")
+        (out_dir / "ckplus_cv.md").write_text(detector_cv_markdown(result), encoding="utf-8")
+    return result
+
+
+def detector_cv_markdown(result: dict[str, Any]) -> str:
+    """One row per AU: the detector (F1 at 0.5, F1 at thresholds fitted on the training folds,
+    AUC) beside the default model, the knowledge read-out and the constant predictor."""
+    ref = result.get("reference", {}).get("au", {})
+    columns = [("detector", result["au"]["model"], ("f1", "f1_fitted", "auc"))]
+    if "model" in ref:
+        columns.append(("default model", ref["model"], ("f1", "f1_fitted", "auc")))
+    if "knowledge" in ref:
+        columns.append(("emotion_probs @ W", ref["knowledge"], ("f1", "f1_fitted", "auc")))
+    columns.append(("constant", result["au"]["constant"], ("f1",)))
+    head = ["AU (positive sequences)"] + [f"{name} {metric}" for name, _s, metrics in columns
+                                         for metric in metrics]
+    lines = [f"{result['model_name']} on CK+: {result['protocol']}. F1 of the detector and "
+             f"the read-out at 0.5, of the default model at its card's thresholds; f1_fitted at "
+             f"thresholds fitted on the training folds.", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = [(f"{n} ({result['positive_sequences'][n]})", n) for n in result["au_names"]]
+    for label, n in rows + [("**mean**", None)]:
+        cells = [label]
+        for _name, summary, metrics in columns:
+            for metric in metrics:
+                value = (summary[f"mean_{metric}"] if n is None
+                         else summary["per_au"][n][metric])
+                cells.append(f"{value:.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    spread = result["spread_over_folds"]
+    lines += ["", f"Spread over the three folds (sd): {spread['mean_f1_sd']:.3f} in mean F1 at "
+                  f"0.5, {spread['mean_auc_sd']:.3f} in mean AUC.", ""]
+    return "\n".join(lines)
+
+
+def _reference_columns(path: Path, au_names: list[str], num_images: int) -> dict[str, Any]:
+    """The default model's and baselines' per-AU numbers from an ``aue evaluate --dataset
+    ckplus`` result, checked to be on the same images, folds and AUs."""
+    try:
+        ref = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"reference evaluation {path} cannot be read ({exc}); make it with "
+                           f"'aue evaluate FOLD1 FOLD2 FOLD3 --dataset ckplus --out-dir DIR'")
+    if ref.get("dataset") != "ckplus" or ref.get("folds") != [1, 2, 3] \
+            or ref.get("num_images") != num_images:
+        raise DatasetError(f"reference evaluation {path} is not a 3-fold CK+ evaluation of the "
+                           f"same {num_images} images (folds {ref.get('folds')}, "
+                           f"{ref.get('num_images')} images)")
+    missing = [n for n in au_names if n not in ref.get("au_names", [])]
+    if missing:
+        raise DatasetError(f"reference evaluation {path} does not score {missing}")
+    columns = {}
+    for method, summary in ref["au"].items():
+        if "per_au" not in summary:
+            continue
+        per_au = {n: summary["per_au"][n] for n in au_names}
+        columns[method] = {f"mean_{k}": float(np.nanmean([v[k] for v in per_au.values()]))
+                           for k in ("f1", "auc", "f1_fitted")}
+        columns[method]["per_au"] = per_au
+    return {"file": str(path), "model_name": ref.get("model_name"),
+            "models": ref.get("models"), "au": columns}
+
+
+def plot_detector_cv(result: dict[str, Any], path: str | Path) -> Path:
+    """Per-AU F1-frame and AUC bars: the detector beside the default model and baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from aue_edge.edge.plotting import save_figure
+
+    names = result["au_names"]
+    series = [(f"{result['model_name']} (F1 at 0.5)", result["au"]["model"])]
+    reference = result.get("reference", {}).get("au", {})
+    for method, label in (("model", "default model (its thresholds)"),
+                          ("knowledge", "emotion_probs @ W (0.5)")):
+        if method in reference:
+            series.append((label, reference[method]))
+    series.append(("constant (all present)", result["au"]["constant"]))
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.8 * len(names)), 7.5), sharex=True)
+    width = 0.8 / len(series)
+    x = np.arange(len(names))
+    for metric, ax in zip(("f1", "auc"), axes):
+        for i, (label, summary) in enumerate(series):
+            values = [summary["per_au"][n][metric] for n in names]
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width,
+                   label=f"{label}: mean {summary[f'mean_{metric}']:.2f}", color=f"C{i}")
+        ax.set_ylabel("F1-frame" if metric == "f1" else "ROC AUC")
+        ax.set_ylim(0, 1)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                  frameon=False)
+    axes[1].axhline(0.5, color="grey", lw=0.8, ls="--")
+    axes[1].set_xticks(x, names, rotation=45)
+    fig.suptitle(f"{result['model_name']} on CK+ ({result['num_subjects']} subjects, "
+                 f"subject-exclusive 3-fold CV)", fontsize=9)
+    return save_figure(fig, path, dpi=110)

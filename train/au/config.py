@@ -26,7 +26,7 @@ from aue_edge.edge.errors import ConfigError
 from aue_edge.train.augment import AugmentConfig
 
 FAMILIES = ("lp_net", "gtle_net", "kdsrl")
-DATASETS = ("ferplus", "bp4d", "disfa")
+DATASETS = ("ferplus", "bp4d", "disfa", "ckplus")
 AU_SETS = ("auecrl", "bp4d", "disfa")
 
 
@@ -67,7 +67,12 @@ class DataSection:
     eval_split: str = "valid"             # FER+ only
     max_train_images: int | None = None   # a subset, for smoke runs and tests
     max_eval_images: int | None = None
-    folds: tuple[int, ...] = (1, 2, 3)    # BP4D/DISFA: test folds to run (3-fold protocol)
+    folds: tuple[int, ...] = (1, 2, 3)    # BP4D/DISFA/CK+: test folds to run (3-fold protocol)
+    # CK+ only: after the folds, train one model on every subject (<out_dir>/all, the one to
+    # ship; its thresholds come from the folds' out-of-fold predictions), and score the folds
+    # beside this `aue evaluate --dataset ckplus` result of the default model's fold models.
+    train_all: bool = False
+    ckplus_reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,9 @@ class GtleSection:
     weight_decay: float = 1e-6
     warmup_steps: int = 1000
     reconstruction_weight: float = 0.001
-    mask_optimizer: str = "adam"          # adam | sgd | frozen (paper: E_m not in Adam)
+    # The paper keeps E_m out of Adam without saying what updates it; plain SGD with momentum
+    # (its own step size, no adaptive scaling) is the reading used here (docs/au_detectors.md).
+    mask_optimizer: str = "sgd"           # sgd | adam | frozen
     mask_lr: float = 1e-3                 # for mask_optimizer sgd
     freeze_gee: bool = False
 
@@ -136,7 +143,7 @@ class KdsrlSection:
     intra_weight: float = 0.1
     alpha: float = 0.01
     beta: float = 1.0
-    stop_gradient_targets: bool = True
+    stop_gradient_targets: bool = False   # paper: same view, gradient to both sides
     jitter_brightness: float = 0.4        # colour jitter is the paper's only augmentation
     jitter_contrast: float = 0.4
     classify_mode: str = "frozen"         # frozen ("linear" evaluation) | finetune
@@ -197,6 +204,13 @@ def _validate(cfg: AuTrainConfig) -> None:
                         f"{data.pseudo_labels!r}")
     if data.face_crop not in ("as_is", "detect"):
         problems.append(f"data.face_crop must be as_is or detect, got {data.face_crop!r}")
+    if data.dataset == "ckplus" and data.face_crop != "as_is":
+        problems.append("data.face_crop must be as_is for ckplus (its images are face crops)")
+    if data.dataset != "ckplus" and (data.train_all or data.ckplus_reference):
+        problems.append("data.train_all and data.ckplus_reference apply to dataset ckplus only")
+    if data.train_all and tuple(data.folds) != (1, 2, 3):
+        problems.append("data.train_all takes its thresholds from all three folds' out-of-fold "
+                        "predictions: set data.folds to [1, 2, 3]")
     if not data.folds or any(f not in (1, 2, 3) for f in data.folds):
         problems.append(f"data.folds must be a non-empty subset of (1, 2, 3), got {data.folds}")
     for name in ("max_train_images", "max_eval_images"):

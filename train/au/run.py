@@ -25,11 +25,12 @@ from typing import Any
 import torch
 import yaml
 
-from aue_edge.edge.errors import ConfigError, ModelFileError
+from aue_edge.edge.errors import ConfigError, DatasetError, ModelFileError
 from aue_edge.train.au.config import FAMILIES, AuTrainConfig, KdsrlSection, load_au_config
 from aue_edge.train.au.data import AuArrays, au_dataset_arrays, ferplus_arrays
 from aue_edge.train.au.evaluate import write_report
-from aue_edge.train.au.trainers import run_training
+from aue_edge.train.au.trainers import predict_au_probs, run_training
+from aue_edge.train.data.folds import BP4D_FOLDS, CKPLUS_FOLDS, DISFA_FOLDS
 from aue_edge.train.runtime import read_checkpoint, seed_everything, select_device
 
 
@@ -116,9 +117,45 @@ def _report_family(cfg: AuTrainConfig) -> str:
 
 def _au_reader(dataset: str, root: str, fold: int, split: str):
     from aue_edge.train.data.bp4d import Bp4d
+    from aue_edge.train.data.ckplus import CkPlus
     from aue_edge.train.data.disfa import Disfa
 
-    return (Bp4d if dataset == "bp4d" else Disfa)(root, fold=fold, split=split)
+    return {"bp4d": Bp4d, "disfa": Disfa, "ckplus": CkPlus}[dataset](root, fold=fold,
+                                                                      split=split)
+
+
+_FOLDS = {"bp4d": BP4D_FOLDS, "disfa": DISFA_FOLDS, "ckplus": CKPLUS_FOLDS}
+
+
+def _ckplus_payload(subjects: tuple[str, ...]) -> dict[str, Any]:
+    """What a CK+ fold model's checkpoint (and so its card) records: the CK+ subjects it trained
+    on (``aue evaluate --dataset ckplus`` refuses to score it there) and, filled in after
+    training by :func:`run_training`'s ``fit_thresholds``, per-AU thresholds fitted on them."""
+    return {"ckplus": {"subjects": sorted(subjects),
+                       "thresholds": "best-F1 on the model's own training subjects"},
+            "fit_thresholds": True}
+
+
+def _ckplus_cv(cfg: AuTrainConfig, reader, everything: AuArrays,
+               fold_probs: dict[int, Any], out_dir: Path) -> dict[str, Any]:
+    from aue_edge.train.ckplus_eval import au_detector_cv_report
+
+    if len(reader.sequences) != len(everything):
+        raise DatasetError(f"CK+: {len(everything)} frames were read for {len(reader.sequences)} "
+                           f"listed; every CK+ crop is used as it is")
+    result = au_detector_cv_report(everything.binary_targets() == 1, everything.subjects,
+                                   reader.sequences, fold_probs, everything.au_names,
+                                   cfg.model.name, cfg.data.ckplus_reference or None, out_dir)
+    model, const = result["au"]["model"], result["au"]["constant"]
+    line = (f"CK+ CV ({len(result['au_names'])} AUs): mean F1 at 0.5 {model['mean_f1']:.3f}, "
+            f"fitted {model['mean_f1_fitted']:.3f}, AUC {model['mean_auc']:.3f}; constant F1 "
+            f"{const['mean_f1']:.3f}")
+    ref = result.get("reference", {}).get("au", {})
+    if "model" in ref:
+        line += (f"; default model F1 {ref['model']['mean_f1']:.3f} AUC "
+                 f"{ref['model']['mean_auc']:.3f}")
+    print(line)
+    return result
 
 
 def train_from_config(config: str | Path | dict, args: argparse.Namespace | None = None,
@@ -153,26 +190,34 @@ def train_from_config(config: str | Path | dict, args: argparse.Namespace | None
                       note="F1 against knowledge-derived pseudo labels (primary AUs of the "
                            "expression count as present): a sanity check, not a FACS score")
     else:
-        from aue_edge.train.data.folds import BP4D_FOLDS, DISFA_FOLDS, fold_subjects
+        from aue_edge.train.data.folds import fold_subjects
 
-        protocol = BP4D_FOLDS if cfg.data.dataset == "bp4d" else DISFA_FOLDS
-        fold_scores, folds = {}, {}
+        protocol = _FOLDS[cfg.data.dataset]
+        fold_scores, folds, fold_probs = {}, {}, {}
         # Every frame is read (and, with face_crop: detect, detected and aligned) once; the
         # folds are then subject selections of these arrays.
         model, init = _build_model(cfg, au_names)
-        everything = au_dataset_arrays(_au_reader(cfg.data.dataset, cfg.data.root, 1, "all"),
-                                       au_names, model.input_size_px[0], cfg.data.face_crop,
-                                       None, progress)
+        reader = _au_reader(cfg.data.dataset, cfg.data.root, 1, "all")
+        everything = au_dataset_arrays(reader, au_names, model.input_size_px[0],
+                                       cfg.data.face_crop, None, progress)
         report["all_frames"] = _describe(everything)
         for i, fold in enumerate(cfg.data.folds):
             if i > 0:   # a fresh model per fold, initialised exactly like the first one
                 seed_everything(cfg.run.seed)
                 model, init = _build_model(cfg, au_names)
-            train = everything.of_subjects(fold_subjects(protocol, fold, "train"),
-                                           cfg.data.max_train_images, f"fold{fold}/train")
+            train_subjects = fold_subjects(protocol, fold, "train")
+            train = everything.of_subjects(train_subjects, cfg.data.max_train_images,
+                                           f"fold{fold}/train")
             test = everything.of_subjects(fold_subjects(protocol, fold, "test"),
                                           cfg.data.max_eval_images, f"fold{fold}/test")
-            result = run_training(cfg, model, train, out_dir / f"fold{fold}", device, test)
+            extra = {}
+            if cfg.data.dataset == "ckplus":
+                extra = _ckplus_payload(train_subjects)
+            result = run_training(cfg, model, train, out_dir / f"fold{fold}", device, test,
+                                  extra=extra)
+            if cfg.data.dataset == "ckplus":
+                fold_probs[fold] = predict_au_probs(result.model, everything,
+                                                    cfg.run.eval_batch_size)
             fold_scores[f"fold{fold}"] = result.scores
             folds[f"fold{fold}"] = {"init": init, "train": _describe(train),
                                     "test": _describe(test),
@@ -183,6 +228,21 @@ def train_from_config(config: str | Path | dict, args: argparse.Namespace | None
         report.update(folds=folds, results={k: str(v) for k, v in files.items()},
                       mean_f1_pct=round(sum(s.mean_f1_pct for s in fold_scores.values())
                                         / len(fold_scores), 3))
+        if cfg.data.dataset == "ckplus" and len(fold_probs) == len(protocol):
+            report["ckplus_cv"] = _ckplus_cv(cfg, reader, everything, fold_probs, out_dir)
+            if cfg.data.train_all:
+                seed_everything(cfg.run.seed)
+                model, init = _build_model(cfg, au_names)
+                thresholds = report["ckplus_cv"]["oof_thresholds"]
+                extra = {"au_thresholds": thresholds,
+                         "ckplus": {"subjects": sorted(set(everything.subjects)),
+                                    "thresholds": "best-F1 on the pooled out-of-fold "
+                                                  "probabilities of the fold models"}}
+                result = run_training(cfg, model, everything, out_dir / "all", device,
+                                      extra=extra)
+                report["all"] = {"init": init, "train": _describe(everything),
+                                 "checkpoint": str(result.checkpoint),
+                                 "au_thresholds": thresholds}
     report["train_seconds"] = round(time.time() - t0, 1)
     (out_dir / "training_report.json").write_text(json.dumps(report, indent=2) + "\n",
                                                   encoding="utf-8")
@@ -272,8 +332,6 @@ def evaluate_au_detector(model_path: str | Path, dataset: str, root: str | Path,
                 chunks.append(backend.infer(feeds)["au_probs"])
         probs = np.concatenate(chunks)
     else:
-        from aue_edge.train.au.trainers import predict_au_probs
-
         probs = predict_au_probs(model, arrays, batch_size)
     scores = f1_frame(probs[:, columns], arrays.binary_targets(), common)
     family = next(f for f in FAMILIES if name == f or name.startswith(f + "_"))

@@ -323,10 +323,16 @@ def train_kdsrl(ctx: _Context) -> None:
     model.train()
     if frozen:
         model.encoder.eval()     # frozen means its batch-norm statistics too
+    fixed = torch.tensor(model.config["fixed_boxes"], dtype=torch.float32, device=ctx.device)
     for epoch in range(method.classify_epochs):
         for idx in ctx.batches(len(ctx.train), f"KDSRL {name} epoch {epoch + 1}"):
+            boxes = ctx.boxes_for(idx)
+            if boxes is None:
+                boxes = fixed[None].expand(len(idx), -1, -1)
+            # the geometric augmentation moves the face, so the area boxes move with it
+            images, boxes = ctx.augment(ctx.images[idx], boxes=boxes)
             with ctx.autocast():
-                out = _float(model(ctx.inputs(idx), ctx.boxes_for(idx)))
+                out = _float(model(images, boxes))
             loss = losses.weighted_bce(out["logits"], ctx.targets[idx], None, "mean_au")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -362,9 +368,13 @@ def predict_au_probs(model: nn.Module, arrays: AuArrays, batch_size: int = 128,
 
 
 def run_training(cfg: AuTrainConfig, model: nn.Module, train: AuArrays, out_dir: Path,
-                 device: torch.device, evaluation: AuArrays | None = None) -> TrainResult:
+                 device: torch.device, evaluation: AuArrays | None = None,
+                 extra: dict | None = None) -> TrainResult:
     """Run the model family's stages; save ``model.pt``, history and plot; score
-    ``evaluation`` (F1-frame at 0.5) when given."""
+    ``evaluation`` (F1-frame at 0.5) when given. ``extra`` goes into the checkpoint (and so
+    the exported card): ``au_thresholds``, ``ckplus``; ``fit_thresholds: True`` fits per-AU
+    best-F1 thresholds on the model's own training images (real AU labels only)."""
+    extra = dict(extra or {})
     if tuple(train.au_names) != tuple(model.au_names):
         raise ConfigError(f"training targets are for {train.au_names}, the model predicts "
                           f"{model.au_names}")
@@ -379,6 +389,8 @@ def run_training(cfg: AuTrainConfig, model: nn.Module, train: AuArrays, out_dir:
     if evaluation is not None:
         probs = predict_au_probs(model, evaluation, cfg.run.eval_batch_size, device)
         scores = f1_frame(probs, evaluation.binary_targets(), evaluation.au_names)
+    if extra.pop("fit_thresholds", False):
+        extra["au_thresholds"] = fit_thresholds_on(model, train, cfg.run.eval_batch_size, device)
     model.cpu()
     checkpoint = save_checkpoint(
         out_dir / "model.pt", model, cfg.model.name, history=ctx.history,
@@ -389,12 +401,25 @@ def run_training(cfg: AuTrainConfig, model: nn.Module, train: AuArrays, out_dir:
         metrics={} if scores is None else {"f1_pct": list(scores.f1_pct),
                                            "mean_f1_pct": scores.mean_f1_pct,
                                            "eval_source": evaluation.source},
-        config=_plain(cfg.to_dict()))
+        config=_plain(cfg.to_dict()), **extra)
     (out_dir / "history.json").write_text(json.dumps(ctx.history, indent=1) + "\n",
                                           encoding="utf-8")
     plot_history(ctx.history, out_dir / "loss_curve.png", title=f"{cfg.model.name}: "
                  f"{train.source}")
     return TrainResult(model=model, checkpoint=checkpoint, history=ctx.history, scores=scores)
+
+
+def fit_thresholds_on(model: nn.Module, arrays: AuArrays, batch_size: int = 128,
+                      device: torch.device | str = "cpu") -> dict[str, float]:
+    """Per-AU best-F1 thresholds of ``model`` on ``arrays`` (real labels; AUs without a
+    positive keep the card's default)."""
+    from aue_edge.train.trainer import fit_au_thresholds
+
+    if arrays.pseudo:
+        raise ConfigError("thresholds are fitted on real AU labels, not on pseudo labels")
+    probs = predict_au_probs(model, arrays, batch_size, device)
+    targets = arrays.binary_targets()
+    return fit_au_thresholds(probs, targets == 1, targets >= 0, arrays.au_names)
 
 
 def _plain(value):
