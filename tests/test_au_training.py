@@ -324,7 +324,8 @@ def test_int8_calibrated_ckplus_detector_is_the_pipelines_au_source(ckplus_run, 
     _report, out = ckplus_run
     onnx_path = export_au_checkpoint(out / "all" / "model.pt", tmp_path)
     assert aue(["calibrate", str(onnx_path), "--dataset", "ferplus", "--root", str(ferplus_root),
-                "--num-images", "32", "--eval-split", "valid", "--eval-images", "16",
+                "--num-images", "32", "--min-images", "32", "--eval-split", "valid",
+                "--eval-images", "16",
                 "--snr-images", "8", "--num-threads", "1", "--target", "ort-cpu", "--out",
                 str(tmp_path), "--no-progress"]) == 0
     assert (tmp_path / "model.int8.ort.onnx").is_file()
@@ -337,3 +338,14 @@ def test_int8_calibrated_ckplus_detector_is_the_pipelines_au_source(ckplus_run, 
     face = result.faces[0]
     assert face.au_probs.shape == (17,) and np.isfinite(face.au_probs).all()
     assert face.emotion_probs is not None
+
+
+@pytest.mark.slow
+def test_evaluate_ckplus_on_a_detector_points_to_its_cv_run(ckplus_run, ckplus_root, tmp_path):
+    from aue_edge.edge.errors import ModelFileError
+    from aue_edge.train.au.export import export_au_checkpoint
+    from aue_edge.train.ckplus_eval import evaluate_ckplus
+
+    onnx_path = export_au_checkpoint(ckplus_run[1] / "fold1" / "model.pt", tmp_path)
+    with pytest.raises(ModelFileError, match="AU detector.*ckplus_cv.json"):
+        evaluate_ckplus([onnx_path], ckplus_root, fold=1, progress=False)

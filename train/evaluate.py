@@ -39,6 +39,12 @@ def _onnx_predictor(path: Path, providers: tuple[str, ...], num_threads: int | N
     from aue_edge.edge.model_card import find_card
 
     card = find_card(path)
+    if card.outputs.emotion_probs is None:
+        raise ModelFileError(
+            f"{path} is an AU detector (its card names no emotion output); 'aue evaluate' "
+            f"scores expression models. Score a detector on BP4D/DISFA with 'aue evaluate "
+            f"--dataset bp4d|disfa', on CK+ through its cross-validation run ('aue train' with "
+            f"data.dataset: ckplus writes ckplus_cv.json; docs/au_detectors.md)")
     backend = OrtBackend(path, providers=providers, num_threads=num_threads)
     if card.outputs.emotion_probs not in {o.name for o in backend.outputs}:
         raise ModelFileError(f"{path} has no output {card.outputs.emotion_probs!r} named in its "

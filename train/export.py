@@ -75,12 +75,33 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, out_dir: str | Path,
                                         dynamic_shapes=shapes, external_data=False)
             program.save(str(path), external_data=False)
     proto = onnx.load(str(path))
+    _constants_as_initializers(proto)
     _check_export(proto, path, opset, input_names, output_names)
     embed_card_in_onnx(proto, card)
     onnx.save(proto, str(path))
     onnx.checker.check_model(str(path))
     card.save(out_dir / CARD_FILENAME)
     return path
+
+
+def _constants_as_initializers(proto: Any) -> None:
+    """Float ``Constant`` nodes (the legacy exporter inlines non-persistent buffers, e.g.
+    KDSRL's fixed RoIAlign weights, that way) become initializers: the same graph, but weights
+    that quantizers treat as weights (ONNX Runtime's refuses a MatMul reading a Constant)."""
+    from onnx import TensorProto, numpy_helper
+
+    graph = proto.graph
+    keep = []
+    for node in graph.node:
+        value = next((a.t for a in node.attribute if a.name == "value"), None)
+        if (node.op_type == "Constant" and value is not None and len(node.attribute) == 1
+                and value.data_type == TensorProto.FLOAT and len(value.dims) >= 2):
+            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(value),
+                                                             node.output[0]))
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
 
 
 def _check_export(proto: Any, path: Path, opset: int, input_names: Sequence[str],
