@@ -286,8 +286,15 @@ def test_ckplus_models_carry_subjects_and_thresholds_into_the_card(ckplus_run, t
     everything = read_checkpoint(out / "all" / "model.pt")
     assert len(everything["ckplus"]["subjects"]) == 79
     assert everything["au_thresholds"] == report["ckplus_cv"]["oof_thresholds"]
-    card = find_card(export_au_checkpoint(out / "all" / "model.pt", tmp_path / "export"))
+    from aue_edge.train.cli import card_metrics
+
+    cv = json.loads((out / "ckplus_cv.json").read_text())
+    card = find_card(export_au_checkpoint(out / "all" / "model.pt", tmp_path / "export",
+                                          metrics=card_metrics(cv, "ckplus_cv.json")))
     assert card.outputs.au_thresholds == everything["au_thresholds"]
+    recorded = card.metrics["ckplus_cv"]
+    assert recorded["au"]["model"]["mean_auc"] == round(cv["au"]["model"]["mean_auc"], 4)
+    assert recorded["default_model"]["mean_f1"] == pytest.approx(0.664, abs=0.01)
     assert len(card.training["ckplus"]["subjects"]) == 79
 
 

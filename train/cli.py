@@ -93,6 +93,17 @@ def train_main(argv: list[str]) -> int:
 def card_metrics(result: dict, origin: str) -> dict:
     """The part of an ``aue evaluate`` result that goes into a model card's metrics."""
     try:
+        if result.get("dataset") == "ckplus" and "oof_thresholds" in result:
+            # an AU detector's CK+ cross-validation run (aue train, data.dataset: ckplus)
+            reference = result.get("reference", {}).get("au", {})
+            return {"ckplus_cv": {
+                "protocol": result["protocol"] + "; F1 at 0.5 (f1_fitted: thresholds fitted on "
+                            "training folds)",
+                "num_images": result["num_images"],
+                "au": {m: {k: round(v[k], 4) for k in ("mean_f1", "mean_f1_fitted", "mean_auc")}
+                       for m, v in result["au"].items()},
+                "default_model": {k: round(v, 4) for k, v in reference.get("model", {}).items()
+                                  if k.startswith("mean_")}}}
         if result.get("dataset") == "ckplus":
             return {"ckplus_cv": {
                 "protocol": "subject-exclusive 3-fold CV on ../shared/data/ckplus (folds.py); "
