@@ -41,7 +41,7 @@ from aue_edge.calibration.report import OutputAgreement, TensorSnr, write_plots
 from aue_edge.calibration.sources import (FaceSource, UsageLog, iter_face_batches,
                                           seeded_order)
 from aue_edge.calibration.stats import StatsCollector
-from aue_edge.calibration.trt_cache import ALGORITHM_BY_METHOD, write_cache
+from aue_edge.edge.trt_cache import ALGORITHM_BY_METHOD, write_cache
 from aue_edge.edge.checksums import sha256_of_files
 from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
 from aue_edge.edge.errors import CalibrationError, ModelFileError

@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aue_edge.calibration.config import (CACHE_ALGORITHMS, METHODS, QDQ_PLACEMENTS, TARGETS,
-                                         load_config)
+from aue_edge.calibration.config import METHODS, QDQ_PLACEMENTS, TARGETS, load_config
 from aue_edge.edge.errors import ConfigError
+from aue_edge.edge.trt_cache import CACHE_ALGORITHMS
 from aue_edge.edge.model_card import ModelCard, find_card
 
 

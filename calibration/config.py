@@ -13,11 +13,9 @@ from typing import Any
 
 from aue_edge.edge.config_files import check_fields, read_yaml
 from aue_edge.edge.errors import ConfigError
+from aue_edge.edge.trt_cache import CACHE_ALGORITHMS
 
 METHODS = ("entropy", "percentile", "minmax")
-# TensorRT's calibrator names (CalibrationAlgoType) as they appear in a cache header.
-CACHE_ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration",
-                    "LegacyCalibration")
 QUANTIZABLE_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 QDQ_PLACEMENTS = ("inputs", "inputs_outputs")
 # What the INT8 model is for: "tensorrt" (model.int8.onnx, symmetric int8, + the TensorRT cache)

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from aue_edge.calibration.config import CalibrationConfig, load_config
 from aue_edge.calibration.graph import activation_tensors
-from aue_edge.calibration.trt_cache import read_cache
+from aue_edge.edge.trt_cache import read_cache
 from aue_edge.cli import main as aue
 from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
 from aue_edge.edge.errors import CalibrationError, ConfigError
