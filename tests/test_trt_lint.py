@@ -23,9 +23,9 @@ def rules(findings):
     return {f.rule: f.breaks for f in findings}
 
 
-def qdq_conv(weight_axis=0, zero_dtype=np.int8, zero_value=0, op="Conv"):
+def qdq_conv(weight_axis=0, zero_dtype=np.int8, zero_value=0, op="Conv", channels=4):
     """x -> Q/DQ -> Conv/ConvTranspose with a per-channel int8 weight DQ on ``weight_axis``."""
-    shape = (4, 4, 3, 3)
+    shape = (channels, channels, 3, 3)
     inits = [const("s", np.float32(0.1)), const("z", zero_dtype(zero_value)),
              const("w_q", np.ones(shape, np.int8)),
              const("w_s", np.full(shape[weight_axis], 0.01, np.float32)),
@@ -35,7 +35,8 @@ def qdq_conv(weight_axis=0, zero_dtype=np.int8, zero_value=0, op="Conv"):
              helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w"], name="w_dq",
                               axis=weight_axis),
              helper.make_node(op, ["xd", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])]
-    return model(nodes, inits)
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 8, 8])]
+    return model(nodes, inits, inputs)
 
 
 def test_if_with_branches_of_different_rank_breaks_every_target():

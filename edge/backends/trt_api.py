@@ -76,6 +76,15 @@ def import_tensorrt():
     return trt
 
 
+def installed_tensorrt_version() -> str | None:
+    """``tensorrt.__version__`` of the installed TensorRT, or None when it cannot be imported
+    (what ``aue build`` plans for before building)."""
+    try:
+        return str(import_tensorrt().__version__)
+    except BackendUnavailableError:
+        return None
+
+
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
 
@@ -507,9 +516,15 @@ class TrtApi:
         trt = self.trt
 
         class _CacheOnlyCalibrator(trt.IInt8EntropyCalibrator2):
-            """Replays a calibration cache written by 'aue calibrate'; has no images, so
-            TensorRT must find every tensor in the cache (get_batch returning None ends
-            calibration immediately)."""
+            """Replays a calibration cache written by 'aue calibrate'; it has no images.
+
+            TensorRT asks for batches only when it does NOT use the cache: a header naming
+            another TensorRT version or calibrator makes it ignore the whole cache and
+            calibrate from scratch ('aue build' checks the header against the installed
+            TensorRT first, so this should not happen). Tensors merely missing from an
+            accepted cache are not calibrated either: TensorRT warns 'Missing scale and
+            zero-point for tensor ...' and runs their layers in higher precision
+            (NVIDIA/TensorRT#3131)."""
 
             def __init__(self) -> None:
                 trt.IInt8EntropyCalibrator2.__init__(self)
@@ -518,10 +533,11 @@ class TrtApi:
                 return 1
 
             def get_batch(self, names):
-                # Called only when the cache lacks tensors of this network; returning None
-                # ends calibration and the build then fails, with this line saying why.
-                print("TensorRT asked for calibration images: the calibration cache does not "
-                      "cover this network; regenerate it with 'aue calibrate' for this model",
+                # TensorRT ignored the cache and wants images: returning None ends
+                # calibration with no data, so the build fails; this line says why.
+                print("TensorRT ignored the calibration cache and asked for calibration "
+                      "images: its header does not match this TensorRT; regenerate it with "
+                      "'aue calibrate --trt-version <this TensorRT version>'",
                       file=sys.stderr)
                 return None
 
