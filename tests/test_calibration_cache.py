@@ -123,3 +123,12 @@ def test_inputs_missing_from_a_cache_are_an_error(tmp_path):
     cache = read_cache(write_cache(tmp_path / "c.cache", {"conv_out": 1.0}))
     with pytest.raises(CalibrationError, match=r"no scale for network input\(s\) \['image'\]"):
         cache.check_matches({"image", "conv_out"}, "model.onnx", required=["image"])
+
+
+def test_calibration_config_takes_a_tensorrt_target_not_a_header_code():
+    from aue_edge.calibration.config import CalibrationConfig
+
+    assert CalibrationConfig().trt_version == "8.5"
+    assert CalibrationConfig(trt_version="10.x").trt_version == "10.x"
+    with pytest.raises(ConfigError, match="trt_version: .*'8502' is not a TensorRT version"):
+        CalibrationConfig(trt_version="8502")
