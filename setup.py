@@ -58,8 +58,13 @@ setup(
     extras_require={
         # Host-side training and export (pin torch: an unpinned one pulls GBs of CUDA wheels).
         "train": ["torch==2.13.0", "onnxscript>=0.5", "scipy>=1.10"],
-        # Jetson runtime: TensorRT ships with JetPack; pick one CUDA binding.
-        "jetson": ["cuda-python>=12"],
+        # Jetson runtime: TensorRT ships with JetPack; pick one CUDA binding for its driver.
+        # cuda-python 13.x needs driver >= 580 (not on JetPack 5/6), so it is excluded.
+        # JetPack 6 (CUDA 12.2/12.6, Python 3.10): the 12.x line.
+        "jetson": ["cuda-python>=12.2,<13"],
+        # JetPack 5 (CUDA 11.4, Python 3.8): 11.8.2 is the last 11.x release with aarch64 cp38
+        # wheels (later 11.8 releases need cuda-bindings 11.8, which has none).
+        "jetson-jp5": ["cuda-python==11.8.2"],
         "jetson-pycuda": ["pycuda>=2022.1"],
         # Optional 68-point landmark providers. MediaPipe 0.10.21 is the last release bundling
         # Face Mesh and needs numpy<2 (its own venv); dlib's model is not for commercial use.

@@ -52,7 +52,8 @@ class FakeTrtApi:
     def device_info(self) -> DeviceInfo:
         return self._device
 
-    def deserialize(self, data: bytes, origin: str):
+    def deserialize(self, data: bytes, origin: str, dla_core=None):
+        self.dla_core = dla_core
         self.calls["deserialize"] += 1
         if data != FAKE_ENGINE:
             raise ModelFileError(f"fake: {origin} is not a fake engine")
