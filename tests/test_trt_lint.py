@@ -1,12 +1,19 @@
 """TensorRT-compatibility lint: each documented rule fires on a tiny model that breaks it and
-stays quiet on one that keeps it."""
+stays quiet on one that keeps it; every shipped model is linted as ``aue build`` would."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from aue_edge.edge.trt_lint import ALL_TARGETS, TrtLintError, lint_model, raise_for_targets
+from aue_edge.edge.trt_lint import (ALL_TARGETS, TrtLintError, lint_file, lint_model,
+                                    raise_for_targets)
+
+SHIPPED = Path(__file__).resolve().parents[1] / "edge" / "models"
+
 
 def model(nodes, inits=(), inputs=None, outputs=None, opset=17, value_info=()):
     inputs = inputs or [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])]
@@ -159,3 +166,17 @@ def test_raise_for_targets_stops_only_on_the_targets_asked_for():
     with pytest.raises(TrtLintError, match=r"(?s)m.onnx would fail on TensorRT 8.5 .*"
                                            r"\[deconv-weight-axis\] conv"):
         raise_for_targets(found, ("8.5",), "m.onnx")
+
+
+def test_every_shipped_model_for_tensorrt_passes_the_lint():
+    """What `aue build` checks: the classifier (FP32 and the TensorRT Q/DQ file) and YuNet
+    have no construct any target's parser rejects, and the Q/DQ file has its residual Q/DQ;
+    the ONNX Runtime file (uint8, asymmetric, int32 biases) is refused, as it must be."""
+    for name in ("aue_crl/model.onnx", "aue_crl/model.int8.onnx",
+                 "yunet/face_detection_yunet.onnx"):
+        assert [f.line() for f in lint_file(SHIPPED / name)] == [], name
+    assert {f.rule for f in lint_file(SHIPPED / "aue_crl" / "model.onnx", dla=True)} == {
+        "dla-unsupported-op"}
+    ort = rules(lint_file(SHIPPED / "aue_crl" / "model.int8.ort.onnx"))
+    assert ort["qdq-zero-point"] == ALL_TARGETS and ort["int32-bias-dq"] == ALL_TARGETS
+    onnx.checker.check_model(str(SHIPPED / "aue_crl" / "model.int8.onnx"))
