@@ -45,7 +45,10 @@ setup(
         # `ros2 run aue_edge <node>` looks in <prefix>/lib/aue_edge/; console scripts stay in bin/.
         (f"lib/{PACKAGE}", glob("ros_nodes/bin/*")),
     ],
-    python_requires=">=3.10",
+    # The runtime (edge, ros_nodes, aue run/build/bench/doctor) runs on Python 3.8 (JetPack 5)
+    # and 3.10 (JetPack 6); training needs torch 2.13, i.e. Python >= 3.10 (the train extra).
+    python_requires=">=3.8",
+    # Runtime dependencies only: what a robot installs (TensorRT comes with JetPack).
     install_requires=[
         "numpy>=1.24",
         "onnx>=1.15",
@@ -70,7 +73,7 @@ setup(
         # Face Mesh and needs numpy<2 (its own venv); dlib's model is not for commercial use.
         "mediapipe": ["mediapipe==0.10.21", "numpy<2"],
         "dlib": ["dlib-bin==20.0.1.post1", "face-recognition-models==0.3.0"],
-        "test": ["pytest>=8", "pytest-benchmark>=4", "scikit-image>=0.22"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "scikit-image>=0.21"],
     },
     entry_points={
         "console_scripts": [
