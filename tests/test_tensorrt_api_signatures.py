@@ -335,7 +335,8 @@ def test_runtime_calls_match_the_bindings(fake_trt, api_version):
             pytest.skip("the bindings API (TensorRT < 8.5) is gone in TensorRT 10")
         api.version = api_version  # drive the bindings-API branch against 8.6's bindings
     api.cuda = FakeCuda()
-    engine = api.deserialize(b"engine", "test engine")
+    engine = api.deserialize(b"engine", "test engine", dla_core=1)
+    assert ("Runtime", "DLA_core=") in fake_trt.calls
     tensors = api.io_tensors(engine)
     assert [(t.name, t.is_input, t.dtype) for t in tensors] == [
         ("image", True, np.dtype(np.float32)), ("emotion_probs", False, np.dtype(np.float32))]
