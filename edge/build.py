@@ -234,6 +234,8 @@ def inspect_onnx(path: Path) -> OnnxFacts:
     if missing:
         raise ModelFileError(f"{path} keeps weights in {[str(p) for p in missing]}, which do not "
                              f"exist; copy the .onnx.data file(s) along with the model")
+    if external:  # the lint reads Q/DQ scales and zero points, which may live there too
+        onnx.load_external_data_for_model(model, str(path.parent))
     names = {name for node in graph.node for name in (*node.input, *node.output) if name}
     names.update(value.name for value in graph.input)
     return OnnxFacts(path, sha256_of_files(path, *external), int(opset), inputs, len(qdq),

@@ -277,3 +277,17 @@ def test_detector_engine_plan(tmp_path):
     two_inputs = build_standin_model(tmp_path / "two", extra_input="pose")
     with pytest.raises(ModelFileError, match="a face detector has one input"):
         plan(two_inputs, "--detector", "--out", out)
+
+
+def test_lint_reads_scales_kept_in_external_data(tmp_path):
+    """Q/DQ scales and zero points saved in a .onnx.data file are read for the lint."""
+    from test_trt_lint import qdq_conv
+
+    path = tmp_path / "ext" / "m.onnx"
+    path.parent.mkdir()
+    onnx.save(qdq_conv(channels=3), str(path), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="m.onnx.data", size_threshold=0)
+    assert (path.parent / "m.onnx.data").is_file()
+    p = plan(path, "--precision", "int8", "--detector", "--trt-version", "8.5",
+             "--out", tmp_path / "m.engine")
+    assert p.int8_mode == "explicit-qdq" and not any("[qdq-" in w for w in p.warnings)
