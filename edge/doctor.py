@@ -120,9 +120,10 @@ class Doctor:
             result = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
         result = {"step": name, **result, "seconds": round(time.perf_counter() - started, 1)}
         self.report["steps"].append(result)
+        tail = (result.get("output_tail") or "").strip().splitlines()
+        why = result.get("error") or result.get("reason") or (tail[-1] if tail else "")
         print(f"aue doctor: {name}: {result['status']}"
-              + (f" ({result.get('error') or result.get('reason')})"
-                 if result["status"] != "ok" else ""), flush=True)
+              + (f" ({why})" if result["status"] != "ok" and why else ""), flush=True)
         return result
 
     # ------------------------------------------------------------------ steps
