@@ -4,7 +4,17 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aue-installed
 
-.PHONY: setup demo test bench clean
+# The runtime (edge/, ros_nodes/, aue run/build/bench/doctor) also supports Python 3.8
+# (JetPack 5) and 3.10 (JetPack 6): `make test` runs its tests under both too.
+PYENV_VERSIONS ?= /root/.pyenv/versions
+RUNTIME_PYTHONS ?= 3.8.18 3.10.13
+RUNTIME_STAMPS := $(foreach v,$(RUNTIME_PYTHONS),.venv-py$(v)/.aue-installed)
+RUNTIME_TESTS := $(sort $(wildcard tests/test_edge_*.py tests/test_face_*.py tests/test_trt_*.py)) \
+	tests/test_bench_config.py tests/test_bench_engine.py tests/test_bench_machine.py \
+	tests/test_tensorrt_api_signatures.py tests/test_calibration_cache.py tests/test_doctor.py \
+	tests/test_shipped_model.py
+
+.PHONY: setup demo test test-runtime bench clean
 
 setup: $(STAMP)
 
@@ -21,11 +31,23 @@ demo: setup
 	$(VENV)/bin/aue run --source edge/samples/demo_clip.mp4 --out runs/demo
 	$(PY) -m aue_edge.ros_nodes.demo
 
-test: setup
+test: setup test-runtime
 	$(PY) -m pytest
+
+test-runtime: $(RUNTIME_STAMPS)
+	for v in $(RUNTIME_PYTHONS); do \
+		.venv-py$$v/bin/python -m pytest -p no:cacheprovider $(RUNTIME_TESTS) || exit 1; \
+	done
+
+.venv-py%/.aue-installed: requirements-runtime.txt setup.py
+	$(PYENV_VERSIONS)/$*/bin/python -m venv .venv-py$*
+	.venv-py$*/bin/python -m pip install -U pip "setuptools>=64"
+	.venv-py$*/bin/python -m pip install -r requirements-runtime.txt
+	.venv-py$*/bin/python -m pip install --no-deps --no-build-isolation -e .
+	touch $@
 
 bench: setup
 	$(VENV)/bin/aue bench --name cpu-2core
 
 clean:
-	rm -rf $(VENV) runs build *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-py* runs build *.egg-info .pytest_cache

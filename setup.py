@@ -45,7 +45,10 @@ setup(
         # `ros2 run aue_edge <node>` looks in <prefix>/lib/aue_edge/; console scripts stay in bin/.
         (f"lib/{PACKAGE}", glob("ros_nodes/bin/*")),
     ],
-    python_requires=">=3.10",
+    # The runtime (edge, ros_nodes, aue run/build/bench/doctor) runs on Python 3.8 (JetPack 5)
+    # and 3.10 (JetPack 6); training needs torch 2.13, i.e. Python >= 3.10 (the train extra).
+    python_requires=">=3.8",
+    # Runtime dependencies only: what a robot installs (TensorRT comes with JetPack).
     install_requires=[
         "numpy>=1.24",
         "onnx>=1.15",
@@ -58,14 +61,19 @@ setup(
     extras_require={
         # Host-side training and export (pin torch: an unpinned one pulls GBs of CUDA wheels).
         "train": ["torch==2.13.0", "onnxscript>=0.5", "scipy>=1.10"],
-        # Jetson runtime: TensorRT ships with JetPack; pick one CUDA binding.
-        "jetson": ["cuda-python>=12"],
+        # Jetson runtime: TensorRT ships with JetPack; pick one CUDA binding for its driver.
+        # cuda-python 13.x needs driver >= 580 (not on JetPack 5/6), so it is excluded.
+        # JetPack 6 (CUDA 12.2/12.6, Python 3.10): the 12.x line.
+        "jetson": ["cuda-python>=12.2,<13"],
+        # JetPack 5 (CUDA 11.4, Python 3.8): 11.8.2 is the last 11.x release with aarch64 cp38
+        # wheels (later 11.8 releases need cuda-bindings 11.8, which has none).
+        "jetson-jp5": ["cuda-python==11.8.2"],
         "jetson-pycuda": ["pycuda>=2022.1"],
         # Optional 68-point landmark providers. MediaPipe 0.10.21 is the last release bundling
         # Face Mesh and needs numpy<2 (its own venv); dlib's model is not for commercial use.
         "mediapipe": ["mediapipe==0.10.21", "numpy<2"],
         "dlib": ["dlib-bin==20.0.1.post1", "face-recognition-models==0.3.0"],
-        "test": ["pytest>=8", "pytest-benchmark>=4", "scikit-image>=0.22"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "scikit-image>=0.21"],
     },
     entry_points={
         "console_scripts": [

@@ -30,6 +30,9 @@ SUBCOMMANDS = {
             "run the per-frame pipeline on images, a video or a webcam"),
     "bench": ("aue_edge.benchmarks.cli", "bench_main",
               "latency benchmarks and reports"),
+    "doctor": ("aue_edge.edge.doctor", "doctor_main",
+               "on a Jetson: lint, trtexec, aue build, parity and a short benchmark of the "
+               "shipped models in one report"),
 }
 
 

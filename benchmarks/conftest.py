@@ -24,6 +24,7 @@ import pytest
 
 from aue_edge.benchmarks.cases import model_variants
 from aue_edge.benchmarks.config import FACE_COUNTS, BenchConfig
+from aue_edge.benchmarks.report import without_prefix
 
 BENCH_CONFIG = pytest.StashKey[BenchConfig]()
 RECORDER = pytest.StashKey["SkipRecorder"]()
@@ -42,7 +43,7 @@ class SkipRecorder:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(
                 report.longrepr)
             self.skipped.append({"case": report.nodeid.split("::")[-1],
-                                 "reason": reason.removeprefix("Skipped: ")})
+                                 "reason": without_prefix(reason, "Skipped: ")})
 
 
 def pytest_addoption(parser) -> None:

@@ -24,8 +24,9 @@ Every TensorRT and CUDA call goes through ``aue_edge.edge.backends.trt_api.TrtAp
 is plain Python and is tested with a test double of that API (control flow and statistics).
 NOT EXECUTED here: TensorRT cannot be installed on the development machines, so no real engine
 has been timed by this code. CUDA graphs use ``TrtApi.capture_graph`` / ``launch_graph`` /
-``destroy_graph`` (cuda-python only; with pycuda ``use_cuda_graph`` is a clear error, never a
-silent run without graphs).
+``destroy_graph`` (cuda-python only). When the capture fails (pycuda, or a CUDA error) the
+benchmark falls back to plain enqueues, loudly: a warning, a note, and ``cuda_graph`` in the
+summary says ``failed: <first error>``, so a result is never mistaken for a graph run.
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import dataclasses
 import datetime as _dt
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,12 +179,16 @@ class EngineSession:
                                                              read_sidecar)
 
         api = self.api
-        self.notes = check_engine_compatibility(read_sidecar(engine_path, required=False),
-                                                api.version, api.device_info(), engine_path)
+        sidecar = read_sidecar(engine_path, required=False)
+        self.notes = check_engine_compatibility(sidecar, api.version, api.device_info(),
+                                                engine_path)
+        self.cuda_graph = "off"
         data = engine_path.read_bytes()
         if not data:
             raise ModelFileError(f"TensorRT engine {engine_path} is empty (0 bytes); rebuild it")
-        engine = api.deserialize(data, origin=str(engine_path))
+        engine = api.deserialize(data, origin=str(engine_path),
+                                 dla_core=((sidecar or {}).get("build_flags") or {}).get(
+                                     "dla_core"))
         self.tensors = api.io_tensors(engine)
         self.context = api.create_context(engine)
         self.inputs = [t for t in self.tensors if t.is_input]
@@ -213,8 +219,16 @@ class EngineSession:
             # work is the steady-state inference.
             api.execute(self.context, self.tensors, self.addresses, self._stream)
             api.synchronize(self._stream)
-            self._graph = api.capture_graph(self.context, self.tensors, self.addresses,
-                                            self._stream)
+            try:
+                self._graph = api.capture_graph(self.context, self.tensors, self.addresses,
+                                                self._stream)
+                self.cuda_graph = "captured"
+            except Exception as exc:  # noqa: BLE001 - any capture failure: time without graphs
+                self.cuda_graph = f"failed: {type(exc).__name__}: {exc}"
+                note = (f"CUDA graph capture failed ({type(exc).__name__}: {exc}); the "
+                        f"queries are timed WITHOUT CUDA graphs")
+                self.notes.append(note)
+                warnings.warn(note, stacklevel=2)
 
     def shapes_flag(self) -> str:
         """The inputs' shapes in trtexec's ``--shapes`` syntax."""
@@ -258,6 +272,9 @@ class EngineSession:
         if self._stream is not None:
             api.destroy_stream(self._stream)
             self._stream = None
+        # The execution context must go while the CUDA context is still current: pycuda's
+        # TrtApi.close() pops it.
+        self.context = None
         api.close()  # TrtApi.close() is safe to call twice
 
     def __enter__(self) -> "EngineSession":
@@ -301,6 +318,7 @@ def run_engine_benchmark(config: EngineBenchConfig, api=None,
             shapes=session.shapes_flag(),
             trtexec_command=config.trtexec_command(session.shapes_flag()),
             notes=list(session.notes),
+            cuda_graph=session.cuda_graph,
             tensorrt_version=api.version,
             timings=[dataclasses.asdict(t) for t in timings],
         )
@@ -313,7 +331,7 @@ def to_benchmark_json(config: EngineBenchConfig, summary: dict[str, Any],
     ``aue bench --report`` tabulates it and compares it with other runs."""
     timings = [QueryTiming(**t) for t in summary["timings"]]
     tag = (f"{Path(config.engine_path).name}-b{config.batch}"
-           + ("-graph" if config.use_cuda_graph else "")
+           + ("-graph" if summary.get("cuda_graph") == "captured" else "")
            + ("-nocopy" if config.no_data_transfers else ""))
     benchmarks = []
     for name in METRICS:

@@ -26,11 +26,12 @@ import platform
 import re
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, List, Optional
 
-CommandRunner = Callable[[list[str]], "str | None"]
+# typing's generics, not list[...]/collections.abc's: this alias is evaluated at import, and the
+# runtime supports Python 3.8 (JetPack 5).
+CommandRunner = Callable[[List[str]], Optional[str]]
 
 # L4T release -> JetPack, from NVIDIA's JetPack release notes; used only when the
 # nvidia-jetpack package cannot be queried (e.g. inside a container).

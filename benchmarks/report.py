@@ -31,6 +31,11 @@ from aue_edge.edge.errors import AueError
 from aue_edge.edge.plotting import save_figure
 
 
+def without_prefix(text: str, prefix: str) -> str:
+    """``str.removeprefix`` (Python 3.9+; the runtime supports 3.8)."""
+    return text[len(prefix):] if text.startswith(prefix) else text
+
+
 class BenchReportError(AueError, ValueError):
     """A benchmark JSON file that cannot be read as a pytest-benchmark run."""
 
@@ -71,7 +76,7 @@ class CaseStats:
     @property
     def label(self) -> str:
         """The case name without the suites' ``bench_`` function prefix."""
-        return self.name.removeprefix("bench_")
+        return without_prefix(self.name, "bench_")
 
     @property
     def calls_per_s(self) -> float:
@@ -379,7 +384,7 @@ def render_markdown(run: BenchRun, baseline: BenchRun | None,
         by_reason: dict[str, list[str]] = {}
         for item in run.skipped:
             by_reason.setdefault(str(item.get("reason")), []).append(
-                str(item.get("case")).removeprefix("bench_"))
+                without_prefix(str(item.get("case")), "bench_"))
         for reason, cases in by_reason.items():
             lines.append(f"- {reason}: " + ", ".join(f"`{c}`" for c in cases))
         lines.append("")

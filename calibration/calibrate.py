@@ -41,7 +41,9 @@ from aue_edge.calibration.report import OutputAgreement, TensorSnr, write_plots
 from aue_edge.calibration.sources import (FaceSource, UsageLog, iter_face_batches,
                                           seeded_order)
 from aue_edge.calibration.stats import StatsCollector
-from aue_edge.calibration.trt_cache import ALGORITHM_BY_METHOD, write_cache
+from aue_edge.edge.trt_cache import ALGORITHM_BY_METHOD, write_cache
+from aue_edge.edge.trt_lint import lint_model, raise_for_targets
+from aue_edge.edge.trt_targets import resolve_target
 from aue_edge.edge.checksums import sha256_of_files
 from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
 from aue_edge.edge.errors import CalibrationError, ModelFileError
@@ -133,6 +135,11 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
         raise CalibrationError(f"{model_path} is already quantised (it has Q/DQ nodes); "
                                f"calibrate the FP32 model that 'aue export' wrote")
     input_name = _check_model_input(model, card, model_path)
+    target = resolve_target(config.trt_version)
+    if config.target == "tensorrt":
+        # The cache and Q/DQ model are only as parseable as the FP32 graph they annotate.
+        raise_for_targets(lint_model(model), (target.name,), str(model_path),
+                          "Re-export it with 'aue export' (static ranks, opset 17).")
     activations = activation_tensors(model)
     plan = plan_quantization(model, tuple(config.quantize_op_types), tuple(config.keep_fp32),
                              config.qdq_placement)
@@ -200,18 +207,21 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
                             f"{config.method} calibrator (cache_algorithm override)")
         cache_ranges = {name: value for name, value in amax.items()
                         if name not in kept_only and name not in model_outputs}
-        cache_path = write_cache(out_dir / CACHE_FILENAME, cache_ranges, config.trt_version,
-                                 algorithm)
 
-        # 4. Q/DQ model for TensorRT
+        # 4. Q/DQ model for TensorRT, checked by the TensorRT lint before anything is written
         int8_model = insert_qdq(model, plan, amax)
+        lint_notes = raise_for_targets(lint_model(int8_model), (target.name,),
+                                       "the Q/DQ model (not written)")
+        warnings += [f"TensorRT lint: {f.line((target.name,))}" for f in lint_notes]
         facts = inspect_qdq(int8_model)
-        if facts["problems"]:
-            raise CalibrationError("the Q/DQ model breaks TensorRT's rules, not written: " +
-                                   "; ".join(facts["problems"][:5]))
         if facts["opset"] != opset_version(model):
             raise CalibrationError(f"the Q/DQ model changed the opset from "
                                    f"{opset_version(model)} to {facts['opset']}")
+        cache_path = write_cache(out_dir / CACHE_FILENAME, cache_ranges,
+                                 target.cache_version_code, algorithm)
+        if target.implicit_int8 == "deprecated":
+            warnings.append(f"TensorRT {target.name} deprecates implicit INT8 (calibration "
+                            f"caches; removed in TensorRT 11): build {names.model} there")
     else:
         # 4. Q/DQ model for ONNX Runtime CPU: same calibrator, uint8 asymmetric ranges
         ort_ranges = asymmetric_ranges(collector.histograms, amax)
@@ -326,7 +336,7 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
         "outputs": {
             "int8_model": int8_path.name, "card": card_path.name,
             "cache": cache_path.name if cache_path is not None else None,
-            "cache_header": f"TRT-{config.trt_version}-{algorithm}"
+            "cache_header": f"TRT-{target.cache_version_code}-{algorithm}"
             if cache_path is not None else None,
             "cache_tensors": len(cache_ranges),
             "qdq": {k: v for k, v in facts.items()

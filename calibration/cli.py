@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aue_edge.calibration.config import (CACHE_ALGORITHMS, METHODS, QDQ_PLACEMENTS, TARGETS,
-                                         load_config)
+from aue_edge.calibration.config import METHODS, QDQ_PLACEMENTS, TARGETS, load_config
 from aue_edge.edge.errors import ConfigError
+from aue_edge.edge.trt_cache import CACHE_ALGORITHMS
 from aue_edge.edge.model_card import ModelCard, find_card
 
 
@@ -77,7 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Q/DQ on weighted-op inputs only (default, TensorRT's "
                              "recommendation) or also on Conv outputs (int8 convolutions in "
                              "ONNX Runtime CPU, less accurate)")
-    parser.add_argument("--trt-version", help="TensorRT version in the cache header (8502)")
+    parser.add_argument("--trt-version",
+                        help="TensorRT the artefacts are for: 8.5 (JetPack 5.1, default), 8.6 "
+                             "(JetPack 6.0), 10.x (JetPack 6.1/6.2) or a full version such as "
+                             "8.6.2; sets the cache header and the lint's rules")
     parser.add_argument("--cache-algorithm", choices=("auto",) + CACHE_ALGORITHMS,
                         help="calibrator name in the cache header (auto: the method's; "
                              "EntropyCalibration2 lets trtexec --calib load any cache)")

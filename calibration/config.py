@@ -13,11 +13,10 @@ from typing import Any
 
 from aue_edge.edge.config_files import check_fields, read_yaml
 from aue_edge.edge.errors import ConfigError
+from aue_edge.edge.trt_cache import CACHE_ALGORITHMS
+from aue_edge.edge.trt_targets import resolve_target
 
 METHODS = ("entropy", "percentile", "minmax")
-# TensorRT's calibrator names (CalibrationAlgoType) as they appear in a cache header.
-CACHE_ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration",
-                    "LegacyCalibration")
 QUANTIZABLE_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 QDQ_PLACEMENTS = ("inputs", "inputs_outputs")
 # What the INT8 model is for: "tensorrt" (model.int8.onnx, symmetric int8, + the TensorRT cache)
@@ -41,7 +40,7 @@ class CalibrationConfig:
     eval_split: str = "valid"
     eval_images: int = 1000
     snr_images: int = 128
-    trt_version: str = "8502"
+    trt_version: str = "8.5"
     cache_algorithm: str = "auto"
     quantize_op_types: tuple[str, ...] = QUANTIZABLE_OP_TYPES
     qdq_placement: str = "inputs"
@@ -80,9 +79,10 @@ class CalibrationConfig:
         for name in ("eval_images", "snr_images", "num_threads", "plot_worst_tensors"):
             if getattr(self, name) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not str(self.trt_version).isdigit() or len(str(self.trt_version)) < 3:
-            problems.append(f"trt_version must be digits as TensorRT writes them (8502 for "
-                            f"8.5.2, 100300 for 10.3.0), got {self.trt_version!r}")
+        try:
+            resolve_target(str(self.trt_version))
+        except ConfigError as exc:
+            problems.append(f"trt_version: {exc}")
         if self.cache_algorithm != "auto" and self.cache_algorithm not in CACHE_ALGORITHMS:
             problems.append(f"cache_algorithm must be 'auto' or one of {CACHE_ALGORITHMS}, got "
                             f"{self.cache_algorithm!r}")

@@ -24,7 +24,12 @@ What this module writes, through ONNX Runtime's public ``quantize_static`` (QDQ 
   1.32 ``quantize_static`` guidance; ``ort_reduce_range: false`` on VNNI CPUs and ARM);
 - placement by ONNX Runtime's QDQ quantizer: inputs and outputs of Conv/Gemm/MatMul, with a
   following Relu/Clip folded into the uint8 range of the output (removed) so QLinearConv fuses;
-  biases as int32 (ONNX Runtime's kernels take them; this file is not for TensorRT).
+  biases as int32 (ONNX Runtime's kernels take them; this file is not for TensorRT);
+- batched MatMuls (a constant weight of rank 3, e.g. AUE-CRL's crop/AU heads) stay float:
+  ONNX Runtime 1.32 runs them in float between Q/DQ nodes anyway, and ONNX Runtime 1.19 (the
+  last release for Python 3.8, JetPack 5) fuses them into a QLinearMatMul whose kernel refuses
+  the per-channel zero point of a rank-3 weight ("weight zero point must be a scalar ...") and
+  fails at the first inference.
 
 The graph is never optimised by ONNX Runtime before it is saved (no ``quant_pre_process``
 optimisation): the file holds standard ONNX Q/DQ nodes only, and ONNX Runtime fuses them when a
@@ -94,6 +99,14 @@ def _without_preprocess_warning() -> Iterator[None]:
         root.removeFilter(drop)
 
 
+def batched_matmuls(model: onnx.ModelProto) -> tuple[str, ...]:
+    """Labels of MatMul nodes whose constant weight is not 2-D (left in float; module doc)."""
+    initializers = {init.name: init for init in model.graph.initializer}
+    return tuple(_node_label(node) for node in model.graph.node
+                 if node.op_type == "MatMul" and len(node.input) > 1
+                 and node.input[1] in initializers and len(initializers[node.input[1]].dims) != 2)
+
+
 def quantize_for_ort(model: onnx.ModelProto, ranges: dict[str, tuple[float, float]],
                      op_types: tuple[str, ...], nodes_to_exclude: tuple[str, ...] = (),
                      reduce_range: bool = True) -> onnx.ModelProto:
@@ -104,6 +117,7 @@ def quantize_for_ort(model: onnx.ModelProto, ranges: dict[str, tuple[float, floa
 
     source = onnx.ModelProto()
     source.CopyFrom(model)
+    nodes_to_exclude = tuple(nodes_to_exclude) + batched_matmuls(source)
     # ORT's quantizer addresses nodes by name; give unnamed ones the label the plan uses.
     for node in source.graph.node:
         if not node.name:

@@ -9,13 +9,20 @@ provider then runs the convolution in int8 (QLinearConv: 1.1-2x faster than FP32
 ResNet-18 AUE-CRL variants at 112 px, whereas ``inputs`` alone runs about 1.4x slower than
 FP32 there), at an accuracy cost measured on AUE-CRL (docs/calibration.md).
 
-- Weights: symmetric int8 per output channel, stored as int8 initializers with a
-  DequantizeLinear (zero point 0, range [-127, 127]); axis 0 for Conv (M, C/g, kh, kw), axis 1
-  for ConvTranspose (C, M/g, kh, kw), Gemm B: axis 0 with ``transB=1`` (N, K) else axis 1
-  (K, N), MatMul constant 2-D B (K, N): axis 1. A batched MatMul weight (G, K, N) and a
-  grouped ConvTranspose get one scale per tensor: DequantizeLinear has a single axis, ONNX
-  Runtime's int8 MatMul kernels only take per-column scales of a 2-D B, and per-tensor is the
-  form TensorRT accepts for any weight. The report lists these nodes.
+- Weights: symmetric int8 per channel, stored as int8 initializers with a DequantizeLinear
+  (zero point 0, range [-127, 127]); axis 0 for Conv (M, C/g, kh, kw), Gemm B: axis 0 with
+  ``transB=1`` (N, K) else axis 1 (K, N), MatMul constant 2-D B (K, N): axis 1. ConvTranspose
+  (C, M/g, kh, kw) gets axis 0, its INPUT channels, on every TensorRT target: TensorRT's INT8
+  deconvolution kernels assume per-input-channel weight scales and do not support
+  per-output-channel ones (NVIDIA/TensorRT#2380, #1694; NVIDIA's quantization toolkits use axis
+  0), and no release note of 8.6 or 10.x says otherwise. A batched MatMul weight (G, K, N) gets
+  one scale per tensor: DequantizeLinear has a single axis, ONNX Runtime's int8 MatMul kernels
+  only take per-column scales of a 2-D B, and per-tensor is the form TensorRT accepts for any
+  weight. The report lists these nodes.
+- Residual joins: an Add of a Conv output and another activation gets a Q/DQ pair on that
+  other (skip) input, one on the identity branch if both are Conv outputs (input 1), so that
+  TensorRT fuses the Add into the INT8 convolution (TensorRT Developer Guide, Q/DQ layer
+  placement: quantize residual inputs; NVIDIA's pytorch-quantization ResNet does the same).
 - Activations: one symmetric int8 Q/DQ pair per tensor (scale = amax / 127, zero point 0),
   shared by every quantised consumer; unquantised consumers keep the float tensor.
 - Biases stay float: TensorRT's ONNX parser rejects an int32 bias DequantizeLinear.
@@ -59,6 +66,8 @@ class QuantizationPlan:
     per_tensor_weights: list[str] = field(default_factory=list)    # nodes without per-channel
     # Outputs of quantised Conv nodes that get a Q/DQ pair too (placement "inputs_outputs").
     quantized_outputs: list[str] = field(default_factory=list)
+    # Residual Add nodes: (node index, input position of the skip branch) that gets a Q/DQ pair.
+    residual_inputs: list[tuple[int, int]] = field(default_factory=list)
 
     def activation_tensors(self, model: onnx.ModelProto) -> list[str]:
         """The tensors that need a calibrated range, in graph order, each once."""
@@ -68,6 +77,10 @@ class QuantizationPlan:
                 tensor = model.graph.node[entry.node_index].input[position]
                 if tensor not in names:
                     names.append(tensor)
+        for index, position in self.residual_inputs:
+            tensor = model.graph.node[index].input[position]
+            if tensor not in names:
+                names.append(tensor)
         names += [t for t in self.quantized_outputs if t not in names]
         return names
 
@@ -87,8 +100,7 @@ def _weight_axis(node: onnx.NodeProto, weight_rank: int) -> int | None:
     if node.op_type == "Conv":
         return 0
     if node.op_type == "ConvTranspose":
-        # Output channels are axis 1 only when there is one group.
-        return 1 if _attribute(node, "group", 1) == 1 else None
+        return 0  # input channels: what TensorRT's INT8 deconvolution takes (module docstring)
     if node.op_type == "Gemm":
         return 0 if _attribute(node, "transB", 0) else 1
     if node.op_type == "MatMul":
@@ -164,7 +176,25 @@ def plan_quantization(model: onnx.ModelProto, op_types: tuple[str, ...],
                                             weight_input, axis))
         if placement == "inputs_outputs" and node.op_type == "Conv":
             plan.quantized_outputs.append(node.output[0])
+    plan.residual_inputs = _residual_inputs(graph, activations, keep_nodes)
     return plan
+
+
+def _residual_inputs(graph: onnx.GraphProto, activations: set[str], keep_nodes: set[int]
+                     ) -> list[tuple[int, int]]:
+    """(node index, skip-input position) of each residual Add: both inputs computed from the
+    model input, at least one of them straight out of a Conv (module docstring)."""
+    producers = {out: node for node in graph.node for out in node.output}
+    found = []
+    for index, node in enumerate(graph.node):
+        if node.op_type != "Add" or len(node.input) != 2 or id(node) in keep_nodes or \
+                not all(name in activations for name in node.input):
+            continue
+        from_conv = [producers.get(name) is not None and producers[name].op_type == "Conv"
+                     for name in node.input]
+        if any(from_conv):
+            found.append((index, 0 if from_conv == [False, True] else 1))
+    return found
 
 
 def quantize_weight(weight: np.ndarray, axis: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -220,6 +250,9 @@ def insert_qdq(model: onnx.ModelProto, plan: QuantizationPlan,
     names = _Names(out)
     initializers = {init.name: init for init in graph.initializer}
     by_index = {entry.node_index: entry for entry in plan.quantized}
+    residual = {}
+    for index, position in plan.residual_inputs:
+        residual.setdefault(index, set()).add(position)
     activation_dq: dict[str, str] = {}
     weight_dq: dict[str, str] = {}
     new_initializers: list[onnx.TensorProto] = []
@@ -255,6 +288,7 @@ def insert_qdq(model: onnx.ModelProto, plan: QuantizationPlan,
         positions = {i for i, tensor in enumerate(node.input) if tensor in quantized_outputs}
         if entry is not None:
             positions.update(entry.activation_inputs)
+        positions.update(residual.get(index, ()))
         for position in sorted(positions):
             node.input[position] = dequantized_activation(node.input[position])
         if entry is not None and entry.weight_input is not None:
@@ -300,59 +334,27 @@ def check_qdq_model(model: onnx.ModelProto, what: str) -> None:
 
 
 def inspect_qdq(model: onnx.ModelProto) -> dict:
-    """Facts about a Q/DQ model that TensorRT cares about, and every rule it breaks.
-
-    ``problems`` lists: a DequantizeLinear of an int32 tensor (bias DQ, rejected by TensorRT's
-    parser), a missing, non-int8 or non-zero zero point (TensorRT needs symmetric int8), a
-    weighted node whose constant weight is not int8 per-channel where per-channel applies.
-    """
+    """Counts of a Q/DQ model for the calibration report (Q and DQ nodes, weight DQs and how
+    many are per channel, quantised weighted nodes, opset). Whether TensorRT accepts the model
+    is the TensorRT lint's job (``edge/trt_lint.py``)."""
     graph = model.graph
     initializers = {init.name: init for init in graph.initializer}
     producers = {out: node for node in graph.node for out in node.output}
-    problems: list[str] = []
     counts = {"QuantizeLinear": 0, "DequantizeLinear": 0, "weight_dq": 0,
               "weight_dq_per_channel": 0, "quantized_nodes": 0}
     for node in graph.node:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         counts[node.op_type] += 1
-        label = _node_label(node)
-        if len(node.input) < 3 or node.input[2] not in initializers:
-            problems.append(f"{label}: no explicit zero point (it would default to uint8)")
-        else:
-            zero = initializers[node.input[2]]
-            if zero.data_type != onnx.TensorProto.INT8:
-                problems.append(f"{label}: zero point is "
-                                f"{onnx.TensorProto.DataType.Name(zero.data_type)}, expected "
-                                f"INT8")
-            if np.any(numpy_helper.to_array(zero) != 0):
-                problems.append(f"{label}: non-zero zero point (asymmetric)")
-        if node.op_type == "DequantizeLinear" and node.input[0] in initializers:
-            source = initializers[node.input[0]]
-            if source.data_type == onnx.TensorProto.INT32:
-                problems.append(f"{label}: int32 DequantizeLinear (a quantised bias): "
-                                f"TensorRT's ONNX parser rejects it")
-            elif source.data_type == onnx.TensorProto.INT8:
-                counts["weight_dq"] += 1
-                if numpy_helper.to_array(initializers[node.input[1]]).ndim == 1:
-                    counts["weight_dq_per_channel"] += 1
+        if node.op_type == "DequantizeLinear" and node.input[0] in initializers and \
+                initializers[node.input[0]].data_type == onnx.TensorProto.INT8:
+            counts["weight_dq"] += 1
+            if numpy_helper.to_array(initializers[node.input[1]]).ndim == 1:
+                counts["weight_dq_per_channel"] += 1
     for node in graph.node:
-        if node.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul"):
-            continue
-        feeders = [producers.get(name) for name in node.input[:2]]
-        if not any(f is not None and f.op_type == "DequantizeLinear" for f in feeders):
-            continue
-        counts["quantized_nodes"] += 1
-        weight_dq = feeders[1] if len(feeders) > 1 else None
-        if weight_dq is None or weight_dq.op_type != "DequantizeLinear" or \
-                weight_dq.input[0] not in initializers:
-            continue
-        scale = numpy_helper.to_array(initializers[weight_dq.input[1]])
-        weight_rank = len(initializers[weight_dq.input[0]].dims)
-        per_channel_expected = _weight_axis(node, weight_rank) is not None
-        if per_channel_expected and scale.ndim != 1:
-            problems.append(f"{_node_label(node)}: weight is quantised per tensor, expected "
-                            f"per output channel")
-    counts["problems"] = problems
+        if node.op_type in ("Conv", "ConvTranspose", "Gemm", "MatMul") and any(
+                producers.get(name) is not None and
+                producers[name].op_type == "DequantizeLinear" for name in node.input[:2]):
+            counts["quantized_nodes"] += 1
     counts["opset"] = opset_version(model)
     return counts

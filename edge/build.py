@@ -21,10 +21,10 @@ TensorRT 8.5 / JetPack 5); a platform without fast FP16/INT8 is reported loudly 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
-import re
 import shlex
 import sys
 import time
@@ -38,16 +38,15 @@ from aue_edge.edge.backends.tensorrt_backend import SIDECAR_SCHEMA, sidecar_path
 from aue_edge.edge.errors import (BackendUnavailableError, CalibrationError, ConfigError,
                                   ModelFileError)
 from aue_edge.edge.model_card import ModelCard
+from aue_edge.edge.trt_cache import CalibrationCache, read_cache
+from aue_edge.edge.trt_lint import ALL_TARGETS, lint_model, raise_for_targets
+from aue_edge.edge.trt_targets import TrtTarget, parse_version, resolve_target, target_of_version
 
 PRECISIONS = ("fp32", "fp16", "int8")
 MAX_BATCH_LIMIT = 256
 DEFAULT_MAX_BATCH = 8
 DETECTOR_STRIDE_PX = 32  # YuNet pads its input to a multiple of its largest stride
 DEFAULT_DETECT_MAX_SIDE_PX = 640
-CACHE_HEADER = re.compile(r"^TRT-(\d+)-(\w+)$")
-CACHE_LINE = re.compile(r"^(.+): ([0-9a-fA-F]{8})$")
-# TensorRT 8.5 (JetPack 5) parses ONNX opsets up to 17.
-TRT85_MAX_OPSET = 17
 
 
 @dataclass(frozen=True)
@@ -59,16 +58,23 @@ class OnnxFacts:
     opset: int
     inputs: dict[str, tuple]          # name -> dims (int, or str for a named/dynamic axis)
     qdq_nodes: int
-    int32_bias_dq: tuple[str, ...]    # DequantizeLinear nodes fed by int32 initializers
+    tensor_names: frozenset[str]      # every tensor of the graph (a cache may name only these)
+    model: object                     # the onnx.ModelProto, without external weights (lint)
 
 
 @dataclass(frozen=True)
 class CalibrationCacheFacts:
     path: Path
     sha256: str
-    header: str
-    trt_version_code: int             # e.g. 8502 for TensorRT 8.5.2
-    num_tensors: int
+    cache: CalibrationCache           # validated by read_cache + check_matches
+
+    @property
+    def header(self) -> str:
+        return self.cache.header
+
+    @property
+    def num_tensors(self) -> int:
+        return len(self.cache.scales)
 
 
 @dataclass(frozen=True)
@@ -91,6 +97,8 @@ class BuildPlan:
     device_index: int = 0
     warnings: tuple[str, ...] = field(default_factory=tuple)
     detect_max_side_px: int | None = None   # set for a face-detector engine (--detector)
+    trt_target: TrtTarget | None = None     # --trt-version, else the installed TensorRT
+    trt_version_flag: str | None = None     # --trt-version as given (for the rebuild command)
 
     @property
     def builder_flags(self) -> tuple[str, ...]:
@@ -149,6 +157,8 @@ class BuildPlan:
                 cmd.append("--no-gpu-fallback")
         if self.timing_cache is not None:
             cmd += ["--timing-cache", str(self.timing_cache)]
+        if self.trt_version_flag is not None:
+            cmd += ["--trt-version", self.trt_version_flag]
         return cmd + ["--overwrite"]
 
     def sidecar(self, status: str, **extra) -> dict:
@@ -181,6 +191,7 @@ class BuildPlan:
                 "timing_cache": None if self.timing_cache is None else str(self.timing_cache),
             },
             "tensorrt_version": None,
+            "tensorrt_target": None if self.trt_target is None else self.trt_target.name,
             "device": None,
             "trtexec_command": shlex.join(self.trtexec_command()),
             "rebuild_command": shlex.join(self.rebuild_command()),
@@ -217,55 +228,33 @@ def inspect_onnx(path: Path) -> OnnxFacts:
         raise ModelFileError(f"{path} has no graph inputs")
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    int32_dq = tuple(n.name or n.output[0] for n in qdq
-                     if n.op_type == "DequantizeLinear" and n.input[0] in initializers
-                     and initializers[n.input[0]].data_type == onnx.TensorProto.INT32)
     external = sorted({path.parent / entry.value for init in graph.initializer
                        for entry in init.external_data if entry.key == "location"})
     missing = [p for p in external if not p.is_file()]
     if missing:
         raise ModelFileError(f"{path} keeps weights in {[str(p) for p in missing]}, which do not "
                              f"exist; copy the .onnx.data file(s) along with the model")
+    if external:  # the lint reads Q/DQ scales and zero points, which may live there too
+        onnx.load_external_data_for_model(model, str(path.parent))
+    names = {name for node in graph.node for name in (*node.input, *node.output) if name}
+    names.update(value.name for value in graph.input)
     return OnnxFacts(path, sha256_of_files(path, *external), int(opset), inputs, len(qdq),
-                     int32_dq)
+                     frozenset(names), model)
 
 
-def read_calibration_cache(path: Path, input_names: list[str]) -> CalibrationCacheFacts:
-    """Check a TensorRT implicit-INT8 calibration cache as ``aue calibrate`` writes it.
-
-    Line 1 ``TRT-<version>-<Calibrator>``, then ``<tensor>: <8 hex digits>`` per tensor (the
-    float32 bits of scale = amax / 127, big-endian). The network inputs must be listed.
-    """
+def read_calibration_cache(path: Path, facts: OnnxFacts,
+                           target_version: tuple[int, ...] | None) -> CalibrationCacheFacts:
+    """The project's one cache validator (:func:`read_cache`: header, calibrator, every line,
+    finite positive scales, no duplicates), then: only tensors of this model, every network
+    input present, and (when the TensorRT version is known) a header that TensorRT replays."""
     if not path.is_file():
         raise CalibrationError(f"calibration cache {path} does not exist; write it with "
                                f"'aue calibrate'")
-    raw = path.read_bytes()
-    try:
-        lines = raw.decode("ascii").splitlines()
-    except UnicodeDecodeError:
-        raise CalibrationError(f"calibration cache {path} is not ASCII text; expected the "
-                               f"TensorRT cache format written by 'aue calibrate'") from None
-    if not lines or not CACHE_HEADER.match(lines[0].strip()):
-        found = lines[0][:60] if lines else "an empty file"
-        raise CalibrationError(f"calibration cache {path} line 1: expected a header like "
-                               f"'TRT-8502-EntropyCalibration2', found {found!r}")
-    header = lines[0].strip()
-    names = set()
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        match = CACHE_LINE.match(line.strip())
-        if not match:
-            raise CalibrationError(f"calibration cache {path} line {number}: expected "
-                                   f"'<tensor name>: <8 hex digits>', found {line[:80]!r}")
-        names.add(match.group(1))
-    missing = [n for n in input_names if n not in names]
-    if missing:
-        raise CalibrationError(f"calibration cache {path} has no scale for network input(s) "
-                               f"{missing} ({len(names)} tensors listed): it was made for "
-                               f"another model; run 'aue calibrate' on this ONNX file")
-    return CalibrationCacheFacts(path, hashlib.sha256(raw).hexdigest(), header,
-                                 int(CACHE_HEADER.match(header).group(1)), len(names))
+    cache = read_cache(path)
+    cache.check_matches(facts.tensor_names, str(facts.path), required=list(facts.inputs))
+    if target_version is not None:
+        cache.check_replayable(target_version)
+    return CalibrationCacheFacts(path, hashlib.sha256(path.read_bytes()).hexdigest(), cache)
 
 
 # ---------------------------------------------------------------------------------- planning
@@ -328,9 +317,26 @@ def detector_profiles(facts: OnnxFacts, max_side_px: int) -> dict:
     return {name: ((1, 3, *low), (1, 3, *opt), (1, 3, *high))}
 
 
-def plan_build(args: argparse.Namespace) -> BuildPlan:
+def build_target(flag: str | None, installed: str | None) -> TrtTarget | None:
+    """The TensorRT the engine is for: --trt-version, else the installed one, else unknown.
+    Both given and of different families is an error (the lint would check the wrong rules)."""
+    installed_target = None
+    if installed is not None:
+        version = parse_version(installed)
+        installed_target = dataclasses.replace(target_of_version(version), version=version)
+    if flag is None:
+        return installed_target
+    target = resolve_target(flag)
+    if installed_target is not None and installed_target.name != target.name:
+        raise ConfigError(f"--trt-version {flag} but this machine runs TensorRT {installed}; "
+                          f"drop --trt-version (the installed TensorRT is used)")
+    return installed_target or target
+
+
+def plan_build(args: argparse.Namespace, installed_trt: str | None = None) -> BuildPlan:
     """Validate every flag; raise ConfigError / ModelFileError / CalibrationError on the first
-    problem (each says what to do). No TensorRT here."""
+    problem (each says what to do). No TensorRT here: ``installed_trt`` is the version of the
+    TensorRT that will build (None when there is none), for the lint and the cache check."""
     onnx_path = Path(args.model)
     if onnx_path.suffix.lower() != ".onnx":
         raise ConfigError(f"MODEL must be an .onnx file, got {onnx_path}")
@@ -368,11 +374,6 @@ def plan_build(args: argparse.Namespace) -> BuildPlan:
                               f"(model.int8.onnx from 'aue calibrate') or pass its "
                               f"calibration.cache (TensorRT 8.5).")
         int8_mode = "explicit-qdq" if is_qdq else "implicit-calibration-cache"
-        if facts.int32_bias_dq:
-            raise ModelFileError(
-                f"{onnx_path} dequantizes int32 biases ({len(facts.int32_bias_dq)} nodes, e.g. "
-                f"{facts.int32_bias_dq[0]!r}); TensorRT's ONNX parser rejects them. Re-quantize "
-                f"with bias quantization off (QuantizeBias: False; 'aue calibrate' does this).")
     else:
         if is_qdq:
             raise ConfigError(f"{onnx_path} is quantized ({facts.qdq_nodes} Q/DQ nodes) but "
@@ -384,13 +385,12 @@ def plan_build(args: argparse.Namespace) -> BuildPlan:
     if args.fp16_fallback and precision != "int8":
         raise ConfigError("--fp16-fallback lets layers left unquantized run in FP16; it only "
                           "applies to --precision int8 (use --precision fp16 for FP16)")
-    cache_facts = read_calibration_cache(cache_path, list(facts.inputs)) if cache_path else None
+    target = build_target(args.trt_version, installed_trt)
+    cache_facts = (read_calibration_cache(cache_path, facts, target and target.version)
+                   if cache_path else None)
     if int8_mode == "implicit-calibration-cache":
         notes.append("implicit INT8 from a calibration cache is deprecated since TensorRT 10.1 "
                      "and removed in TensorRT 11; on TensorRT >= 10 build the Q/DQ model instead")
-    if facts.opset > TRT85_MAX_OPSET:
-        notes.append(f"{onnx_path} uses opset {facts.opset}; TensorRT 8.5 (JetPack 5) parses "
-                     f"opset <= {TRT85_MAX_OPSET}: there, re-export with opset 17")
 
     # ---- optimisation profile
     max_side_px = None
@@ -431,6 +431,17 @@ def plan_build(args: argparse.Namespace) -> BuildPlan:
     elif args.no_gpu_fallback:
         raise ConfigError("--no-gpu-fallback only applies with --dla-core")
 
+    # ---- TensorRT compatibility: stop on what the target's parser or builder rejects; with
+    # no target known (no TensorRT here, no --trt-version) stop on what every target rejects.
+    findings = lint_model(facts.model, dla=dla_core is not None, gpu_fallback=gpu_fallback)
+    lint_targets = (target.name,) if target is not None else ALL_TARGETS
+    stoppers = findings if target is not None else [
+        f for f in findings if set(ALL_TARGETS) <= set(f.breaks)]
+    raise_for_targets(stoppers, lint_targets, str(onnx_path),
+                      "Fix the model or the flags: docs/jetson.md lists each rule with its "
+                      "source ('aue export' and 'aue calibrate' write files that pass).")
+    notes += [f"TensorRT lint: {f.line(lint_targets)}" for f in findings]
+
     # ---- sizes and files
     if not 1 <= args.workspace_mib <= 1 << 16:
         raise ConfigError(f"--workspace-mib must be in [1, 65536], got {args.workspace_mib}")
@@ -446,7 +457,7 @@ def plan_build(args: argparse.Namespace) -> BuildPlan:
     return BuildPlan(facts, card, out, precision, int8_mode, bool(args.fp16_fallback), profiles,
                      static_shapes, int(args.workspace_mib), dla_core, gpu_fallback, cache_facts,
                      timing_cache, int(args.device), tuple(notes),
-                     max_side_px)
+                     max_side_px, target, args.trt_version)
 
 
 def write_sidecar(plan: BuildPlan, status: str, **extra) -> Path:
@@ -505,6 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
                              f"(the pipeline's detect_max_side_px; default "
                              f"{DEFAULT_DETECT_MAX_SIDE_PX})")
     parser.add_argument("--timing-cache", help="timing cache file to reuse and update")
+    parser.add_argument("--trt-version",
+                        help="TensorRT the engine is for (8.5, 8.6, 10.x or e.g. 8.6.2): the "
+                             "lint and the cache check use its rules; default: the installed "
+                             "TensorRT (without one, only what every version rejects stops "
+                             "the build)")
     parser.add_argument("--device", type=int, default=0, help="CUDA device index")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     return parser
@@ -512,7 +528,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    plan = plan_build(args)
+    from aue_edge.edge.backends import trt_api
+
+    plan = plan_build(args, trt_api.installed_tensorrt_version())
     print("Equivalent trtexec command:\n  " + shlex.join(plan.trtexec_command()))
     for note in plan.warnings:
         print(f"aue build: warning: {note}", file=sys.stderr)
@@ -520,8 +538,6 @@ def build_main(argv: list[str]) -> int:
     plan.engine_path.unlink(missing_ok=True)  # --overwrite: never leave an old engine behind
     side = write_sidecar(plan, "pending")
     print(f"Sidecar written: {side}")
-
-    from aue_edge.edge.backends import trt_api
 
     try:
         api = trt_api.TrtApi(device_index=plan.device_index)

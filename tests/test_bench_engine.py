@@ -46,7 +46,8 @@ class ClockedFakeApi:
     def device_info(self) -> DeviceInfo:
         return DeviceInfo("Orin", "8.7", 30000)
 
-    def deserialize(self, data: bytes, origin: str):
+    def deserialize(self, data: bytes, origin: str, dla_core=None):
+        self.dla_core = dla_core
         return "engine"
 
     def io_tensors(self, engine):

@@ -7,6 +7,7 @@ its FER+ accuracy is above chance and the INT8 accuracy check means something.
 from __future__ import annotations
 
 import csv
+import re
 import json
 import shutil
 
@@ -18,7 +19,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from aue_edge.calibration.config import CalibrationConfig, load_config
 from aue_edge.calibration.graph import activation_tensors
-from aue_edge.calibration.trt_cache import read_cache
+from aue_edge.edge.trt_cache import read_cache
 from aue_edge.cli import main as aue
 from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
 from aue_edge.edge.errors import CalibrationError, ConfigError
@@ -314,3 +315,27 @@ def test_quantised_input_and_overwriting_the_input_are_refused(entropy_run, trai
     with pytest.raises(CalibrationError, match="would overwrite the input model"):
         calibrate(entropy_run / "model.int8.onnx", CARD, train_faces, None, config,
                   entropy_run)
+
+
+@pytest.mark.parametrize("trt_version", ["8.5", "10.x"])
+def test_a_model_tensorrt_would_reject_is_refused_before_any_output(model_dir, train_faces,
+                                                                   tmp_path, trt_version):
+    """The TensorRT lint runs on the FP32 model first: an LRN of even size (TensorRT's LRN
+    window must be odd) stops the run, and --out stays empty."""
+    from aue_edge.calibration.calibrate import calibrate
+    from aue_edge.edge.trt_lint import TrtLintError
+
+    model = onnx.load(str(model_dir / "model.onnx"))
+    for node in model.graph.node:
+        node.input[:] = ["image_lrn" if name == "image" else name for name in node.input]
+    model.graph.node.insert(0, helper.make_node("LRN", ["image"], ["image_lrn"], size=4,
+                                                name="even_lrn"))
+    bad = tmp_path / "bad.onnx"
+    onnx.save(model, str(bad))
+    out = tmp_path / "out"
+    config = CalibrationConfig(method="minmax", num_images=64, min_images=64,
+                               trt_version=trt_version)
+    with pytest.raises(TrtLintError, match=rf"(?s)fail on TensorRT {re.escape(trt_version)} .*"
+                                           r"\[lrn-window\] even_lrn"):
+        calibrate(bad, CARD, train_faces, None, config, out, progress=False)
+    assert not out.exists() or not any(out.iterdir())

@@ -96,25 +96,87 @@ def test_int8_needs_scales_and_never_mixes_them(standin, tmp_path):
         plan(standin, "--precision", "fp32", "--fp16-fallback", "--out", out)
     implicit = plan(standin, "--precision", "int8", "--calibration-cache", cache, "--out", out)
     assert implicit.int8_mode == "implicit-calibration-cache"
-    assert implicit.calibration_cache.trt_version_code == 8502
+    assert implicit.calibration_cache.cache.version == (8, 5, 2)
     assert implicit.calibration_cache.num_tensors == 2
     assert f"--calib={cache}" in implicit.trtexec_command()
     assert any("deprecated since TensorRT 10.1" in w for w in implicit.warnings)
     bias = qdq_variant(standin, tmp_path / "bias.onnx", int32_bias=True)
-    with pytest.raises(ModelFileError, match="int32 biases.*QuantizeBias"):
+    with pytest.raises(ModelFileError, match=r"(?s)\[int32-bias-dq\] dq_bias.*QuantizeBias"):
         plan(bias, "--precision", "int8", "--out", out)
 
 
 def test_calibration_cache_format_errors_name_the_line(standin, tmp_path):
     out, cache = tmp_path / "m.engine", tmp_path / "c.cache"
-    for text, message in (("TRT-8502\nimage: 3c23d70a\n", "line 1"),
+    for text, message in (("TRT-8502\nimage: 3c23d70a\n", ":1: expected a header"),
                           ("TRT-8502-EntropyCalibration2\nimage: 3c23d70a\npooled 3c23\n",
-                           "line 3"),
+                           ":3: expected"),
                           ("TRT-8502-EntropyCalibration2\npooled: 3c23d70a\n",
                            r"no scale for network input\(s\) \['image'\]")):
         cache.write_text(text)
         with pytest.raises(CalibrationError, match=message):
             plan(standin, "--precision", "int8", "--calibration-cache", cache, "--out", out)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("TRT-8502-EntropyCalibration2\nimage: 7fc00000\n", "positive finite"),      # NaN
+    ("TRT-8502-EntropyCalibration2\nimage: 7f800000\n", "positive finite"),      # inf
+    ("TRT-8502-EntropyCalibration2\nimage: 00000000\n", "positive finite"),      # zero
+    ("TRT-8502-EntropyCalibration2\nimage: bc23d70a\n", "positive finite"),      # negative
+    ("TRT-8502-EntropyCalibration2\nimage: 3c23d70a\nimage: 3c23d70a\n", "appears twice"),
+    ("TRT-8502-FancyCalibration\nimage: 3c23d70a\n", "unknown calibrator"),
+    ("TRT-8502-EntropyCalibration2\nimage: 3c23d70a\n/other/Conv_output_0: 3c23d70a\n",
+     "does not belong to"),
+])
+def test_build_validates_caches_with_the_projects_full_validator(standin, tmp_path, text,
+                                                                  message):
+    """Issue 14 item 6: caches 'aue build' used to accept and read_cache rejects."""
+    cache = tmp_path / "c.cache"
+    cache.write_text(text)
+    with pytest.raises(CalibrationError, match=message):
+        plan(standin, "--precision", "int8", "--calibration-cache", cache, "--out",
+             tmp_path / "m.engine")
+
+
+def test_cache_header_is_checked_against_the_tensorrt_that_builds(standin, tmp_path):
+    out, cache = tmp_path / "m.engine", tmp_path / "c.cache"
+    cache.write_text(f"TRT-8502-EntropyCalibration2\nimage: {float_hex(2.5 / 127)}\n")
+    args = build_parser().parse_args([str(standin), "--precision", "int8",
+                                      "--calibration-cache", str(cache), "--out", str(out)])
+    assert plan_build(args, installed_trt="8.5.2.2").trt_target.name == "8.5"
+    with pytest.raises(CalibrationError, match="is for TensorRT 8.5.2, this device runs "
+                                               "TensorRT 10.3.0"):
+        plan_build(args, installed_trt="10.3.0.26")
+    with pytest.raises(CalibrationError, match="TRT-8602-EntropyCalibration2"):
+        plan(standin, "--precision", "int8", "--calibration-cache", cache, "--trt-version",
+             "8.6", "--out", out)
+    cache.write_text(f"TRT-8502-MinMaxCalibration\nimage: {float_hex(2.5 / 127)}\n")
+    with pytest.raises(CalibrationError, match="MinMaxCalibration calibrator"):
+        plan_build(args, installed_trt="8.5.2.2")
+    with pytest.raises(ConfigError, match="TensorRT 11 removed implicit INT8"):
+        plan_build(build_parser().parse_args([str(standin), "--out", str(out)]),
+                   installed_trt="11.0.0")
+    with pytest.raises(ConfigError, match="--trt-version 8.5 but this machine runs TensorRT "
+                                          "10.3.0"):
+        plan_build(build_parser().parse_args([str(standin), "--trt-version", "8.5", "--out",
+                                              str(out)]), installed_trt="10.3.0")
+
+
+def test_build_stops_on_what_the_target_tensorrt_rejects(standin, tmp_path):
+    """The lint runs before TensorRT: a ConvTranspose quantized on axis 1 stops an 8.x build
+    and is a recorded warning for 10.x; opset 18 stops 8.5 only."""
+    from test_trt_lint import qdq_conv
+
+    deconv = tmp_path / "deconv.onnx"
+    onnx.save(qdq_conv(weight_axis=1, op="ConvTranspose", channels=3), str(deconv))
+    args = [deconv, "--precision", "int8", "--detector", "--out", tmp_path / "d.engine"]
+    with pytest.raises(ModelFileError, match=r"(?s)fail on TensorRT 8.6.*deconv-weight-axis"):
+        plan(*args, "--trt-version", "8.6")
+    p = plan(*args, "--trt-version", "10.x")
+    assert any("[deconv-weight-axis]" in w and "advice" in w for w in p.warnings)
+    assert p.sidecar("pending")["tensorrt_target"] == "10.x"
+    assert "--trt-version" in p.rebuild_command()
+    unknown = plan(*args)  # no TensorRT here, no --trt-version: it breaks 8.x only
+    assert any("breaks TensorRT 8.5, 8.6" in w for w in unknown.warnings)
 
 
 def test_dla_rules(standin, tmp_path):
@@ -130,10 +192,12 @@ def test_dla_rules(standin, tmp_path):
     assert p.builder_flags == ("FP16", "GPU_FALLBACK")
     assert {"--useDLACore=1", "--allowGPUFallback"} <= set(p.trtexec_command())
     assert any("GPU fallback is on" in w for w in p.warnings)
-    strict = plan(standin, "--precision", "fp16", "--dla-core", 0, "--max-batch", 1,
-                  "--no-gpu-fallback", "--out", out)
-    assert "GPU_FALLBACK" not in strict.builder_flags
-    assert "--allowGPUFallback" not in strict.trtexec_command()
+    assert any("[dla-unsupported-op] pooled: GlobalAveragePool does not run on the DLA: it "
+               "falls back to the GPU" in w for w in p.warnings)
+    with pytest.raises(ModelFileError, match="(?s)GlobalAveragePool does not run on the DLA "
+                                             "and --no-gpu-fallback is set"):
+        plan(standin, "--precision", "fp16", "--dla-core", 0, "--max-batch", 1,
+             "--no-gpu-fallback", "--out", out)
 
 
 def test_batch_profile_static_models_and_paths(standin, tmp_path):
@@ -213,3 +277,17 @@ def test_detector_engine_plan(tmp_path):
     two_inputs = build_standin_model(tmp_path / "two", extra_input="pose")
     with pytest.raises(ModelFileError, match="a face detector has one input"):
         plan(two_inputs, "--detector", "--out", out)
+
+
+def test_lint_reads_scales_kept_in_external_data(tmp_path):
+    """Q/DQ scales and zero points saved in a .onnx.data file are read for the lint."""
+    from test_trt_lint import qdq_conv
+
+    path = tmp_path / "ext" / "m.onnx"
+    path.parent.mkdir()
+    onnx.save(qdq_conv(channels=3), str(path), save_as_external_data=True,
+              all_tensors_to_one_file=True, location="m.onnx.data", size_threshold=0)
+    assert (path.parent / "m.onnx.data").is_file()
+    p = plan(path, "--precision", "int8", "--detector", "--trt-version", "8.5",
+             "--out", tmp_path / "m.engine")
+    assert p.int8_mode == "explicit-qdq" and not any("[qdq-" in w for w in p.warnings)

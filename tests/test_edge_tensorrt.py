@@ -52,7 +52,8 @@ class FakeTrtApi:
     def device_info(self) -> DeviceInfo:
         return self._device
 
-    def deserialize(self, data: bytes, origin: str):
+    def deserialize(self, data: bytes, origin: str, dla_core=None):
+        self.dla_core = dla_core
         self.calls["deserialize"] += 1
         if data != FAKE_ENGINE:
             raise ModelFileError(f"fake: {origin} is not a fake engine")
@@ -362,3 +363,19 @@ def test_tensorrt_engine_matches_onnxruntime(tmp_path, astronaut_bgr):
         got, want = trt_backend.infer({"image": batch}), ort_backend.infer({"image": batch})
     for name in ("emotion_probs", "au_probs"):
         np.testing.assert_allclose(got[name], want[name], rtol=1e-3, atol=1e-4)
+
+
+def test_a_dla_engine_is_deserialized_on_its_dla_core(engine_dir):
+    """TensorRT runs a DLA engine on the runtime's DLA_core: TrtBackend passes the core the
+    sidecar records (issue 13: the runtime never set it)."""
+    model_dir, _ = engine_dir
+    side = json.loads((model_dir / "model.engine.json").read_text())
+    assert side["build_flags"]["dla_core"] is None
+    fake = FakeTrtApi(model_dir / "model.onnx")
+    TrtBackend(model_dir / "model.engine", api=fake).close()
+    assert fake.dla_core is None
+    side["build_flags"]["dla_core"] = 1
+    (model_dir / "model.engine.json").write_text(json.dumps(side))
+    fake = FakeTrtApi(model_dir / "model.onnx")
+    TrtBackend(model_dir / "model.engine", api=fake).close()
+    assert fake.dla_core == 1

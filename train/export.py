@@ -13,7 +13,10 @@ Exporter choice (see ../shared/ENVIRONMENT.md):
   batch is declared dynamic through ``dynamic_shapes``.
 
 Either way the result is checked with ``onnx.checker``, its opset and dynamic batch axis are
-verified, and the card goes into ``metadata_props`` (key ``aue_model_card``) and ``card.json``.
+verified, the TensorRT lint (``edge/trt_lint.py``) stops an export any TensorRT target its
+opset allows would reject (opset <= 17: 8.5, 8.6 and 10.x; 18+: 10.x), and the card goes into
+``metadata_props`` (key ``aue_model_card``) and ``card.json``. The file is written under a
+temporary name and renamed only after these checks: a failed export never replaces a good one.
 """
 from __future__ import annotations
 
@@ -27,6 +30,8 @@ from aue_edge.edge.checksums import sha256_of_files
 from aue_edge.edge.errors import ConfigError, ModelFileError
 from aue_edge.edge.model_card import (CARD_FILENAME, AlignmentSpec, InputSpec, ModelCard,
                                       OutputSpec, embed_card_in_onnx)
+from aue_edge.edge.trt_lint import ALL_TARGETS, lint_model, raise_for_targets
+from aue_edge.edge.trt_targets import TARGETS
 
 DEFAULT_OPSET = 17
 
@@ -50,6 +55,7 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, out_dir: str | Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / filename
+    partial = out_dir / f"{filename}.partial.onnx"
     if example_inputs is None:
         h, w = card.input.size_px
         example_inputs = (torch.randn(2, 3, h, w),)
@@ -61,7 +67,7 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, out_dir: str | Path,
         warnings.simplefilter("ignore", category=DeprecationWarning)
         warnings.simplefilter("ignore", category=FutureWarning)
         if opset <= 17:
-            torch.onnx.export(model, example_inputs, str(path), dynamo=False,
+            torch.onnx.export(model, example_inputs, str(partial), dynamo=False,
                               opset_version=opset, input_names=list(input_names),
                               output_names=list(output_names), dynamic_axes=dynamic_axes,
                               do_constant_folding=True)
@@ -73,13 +79,24 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, out_dir: str | Path,
                                         input_names=list(input_names),
                                         output_names=list(output_names),
                                         dynamic_shapes=shapes, external_data=False)
-            program.save(str(path), external_data=False)
-    proto = onnx.load(str(path))
-    _constants_as_initializers(proto)
-    _check_export(proto, path, opset, input_names, output_names)
-    embed_card_in_onnx(proto, card)
-    onnx.save(proto, str(path))
-    onnx.checker.check_model(str(path))
+            program.save(str(partial), external_data=False)
+    try:
+        proto = onnx.load(str(partial))
+        _constants_as_initializers(proto)
+        _check_export(proto, path, opset, input_names, output_names)
+        targets = tuple(t for t in ALL_TARGETS if opset <= TARGETS[t].max_opset)
+        notes = raise_for_targets(lint_model(proto), targets, f"the export of {path} (not "
+                                  f"written)", "Change the model code so that it exports "
+                                  "static ranks and constant axes (docs/jetson.md).")
+        for finding in notes:
+            warnings.warn(f"TensorRT lint: {finding.line(targets)}", stacklevel=2)
+        embed_card_in_onnx(proto, card)
+        onnx.save(proto, str(partial))
+        onnx.checker.check_model(str(partial))
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    partial.replace(path)
     card.save(out_dir / CARD_FILENAME)
     return path
 

@@ -141,7 +141,9 @@ class TrtBackend(Backend):
         data = engine_path.read_bytes()
         if not data:
             raise ModelFileError(f"TensorRT engine {engine_path} is empty (0 bytes); rebuild it")
-        self._engine = api.deserialize(data, origin=str(engine_path))
+        # A DLA engine runs on the core it was built for: the runtime must know it first.
+        dla_core = ((sidecar or {}).get("build_flags") or {}).get("dla_core")
+        self._engine = api.deserialize(data, origin=str(engine_path), dla_core=dla_core)
         tensors = api.io_tensors(self._engine)
         self._in = [t for t in tensors if t.is_input]
         self._out = [t for t in tensors if not t.is_input]

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from aue_edge.edge.errors import BackendUnavailableError, ModelFileError
+from aue_edge.edge.trt_targets import parse_version, target_of_version
 
 CUDA_BINDINGS = ("auto", "cuda-python", "pycuda")
 
@@ -76,6 +77,15 @@ def import_tensorrt():
     return trt
 
 
+def installed_tensorrt_version() -> str | None:
+    """``tensorrt.__version__`` of the installed TensorRT, or None when it cannot be imported
+    (what ``aue build`` plans for before building)."""
+    try:
+        return str(import_tensorrt().__version__)
+    except BackendUnavailableError:
+        return None
+
+
 def _version_tuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split(".")[:3] if p.isdigit())
 
@@ -121,9 +131,11 @@ class _CudaPython:
 
     def malloc_host(self, count: int, dtype: np.dtype) -> np.ndarray:
         dtype = np.dtype(dtype)
-        ptr = int(self._call("cudaMallocHost", self.cudart.cudaMallocHost(count * dtype.itemsize)))
-        ctype = np.ctypeslib.as_ctypes_type(dtype)
-        array = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctype)), (count,))
+        nbytes = count * dtype.itemsize
+        ptr = int(self._call("cudaMallocHost", self.cudart.cudaMallocHost(nbytes)))
+        # Viewed through bytes: ctypes has no float16, and FP16 engine I/O needs one.
+        raw = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_uint8)), (nbytes,))
+        array = raw.view(dtype)
         self._host_ptrs[array.ctypes.data] = ptr
         return array
 
@@ -161,8 +173,12 @@ class _CudaPython:
             stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeGlobal))
         try:
             enqueue()
-        finally:
-            graph = self._call("cudaStreamEndCapture", cudart.cudaStreamEndCapture(stream))
+        except BaseException:
+            # End the capture so the stream is usable again, but report the enqueue error:
+            # EndCapture then fails too (capture invalidated) and must not mask it.
+            cudart.cudaStreamEndCapture(stream)
+            raise
+        graph = self._call("cudaStreamEndCapture", cudart.cudaStreamEndCapture(stream))
         try:
             return self._call("cudaGraphInstantiateWithFlags",
                               cudart.cudaGraphInstantiateWithFlags(graph, 0))
@@ -255,10 +271,15 @@ def _open_cuda(binding: str, device_index: int):
         try:
             return cls(device_index)
         except ImportError as exc:
-            tried.append(f"{name}: {exc}")
+            tried.append(f"{name}: not installed ({exc})")
+        except Exception as exc:  # noqa: BLE001 - any failed init: try the other binding
+            # e.g. cuda-python 13 on a JetPack 5/6 driver: cudaErrorInsufficientDriver.
+            tried.append(f"{name}: installed but failed to start ({type(exc).__name__}: {exc})")
     raise BackendUnavailableError(
-        "no CUDA Python binding could be imported (" + "; ".join(tried) + "). Install "
-        "cuda-python (pip install 'aue_edge[jetson]') or pycuda ('aue_edge[jetson-pycuda]').")
+        "no CUDA Python binding could be used (" + "; ".join(tried) + "). Install the one for "
+        "your JetPack: pip install 'aue_edge[jetson-jp5]' (JetPack 5, cuda-python 11.8) or "
+        "'aue_edge[jetson]' (JetPack 6, cuda-python 12.x; 13.x needs a newer driver), or "
+        "pycuda ('aue_edge[jetson-pycuda]').")
 
 
 # ---------------------------------------------------------------------------------- TensorRT
@@ -312,9 +333,13 @@ class TrtApi:
     def uses_name_api(self) -> bool:
         return _version_tuple(self.version) >= (8, 5)
 
-    def deserialize(self, engine_bytes: bytes, origin: str):
+    def deserialize(self, engine_bytes: bytes, origin: str, dla_core: int | None = None):
+        """``dla_core``: the DLA core a DLA engine was built for (from its sidecar); TensorRT
+        runs a DLA engine on the runtime's ``DLA_core``, which must be set before loading."""
         if self._runtime is None:
             self._runtime = self.trt.Runtime(self.logger)
+        if dla_core is not None:
+            self._runtime.DLA_core = int(dla_core)
         engine = self._runtime.deserialize_cuda_engine(engine_bytes)
         if engine is None:
             raise ModelFileError(
@@ -432,10 +457,12 @@ class TrtApi:
         self.cuda.synchronize(stream)
 
     def close(self) -> None:
+        # TensorRT objects first: they must be freed while the CUDA context is still current
+        # (pycuda pops it on close).
+        self._runtime = None
         if self.cuda is not None:
             self.cuda.close()
             self.cuda = None
-        self._runtime = None
 
     # ------------------------------------------------------------------ building
     def platform(self, builder) -> dict:
@@ -456,6 +483,9 @@ class TrtApi:
         (FP16, INT8, GPU_FALLBACK). ``check_platform(platform_dict)`` may raise before the
         (slow) build starts; the caller decides what a missing capability means."""
         trt = self.trt
+        # TensorRT 11 removed BuilderFlag.FP16/INT8 and implicit calibrators: a clear error
+        # here, not an AttributeError halfway through the configuration.
+        target_of_version(parse_version(self.version))
         builder = trt.Builder(self.logger)
         platform = self.platform(builder)
         if check_platform is not None:
@@ -507,9 +537,15 @@ class TrtApi:
         trt = self.trt
 
         class _CacheOnlyCalibrator(trt.IInt8EntropyCalibrator2):
-            """Replays a calibration cache written by 'aue calibrate'; has no images, so
-            TensorRT must find every tensor in the cache (get_batch returning None ends
-            calibration immediately)."""
+            """Replays a calibration cache written by 'aue calibrate'; it has no images.
+
+            TensorRT asks for batches only when it does NOT use the cache: a header naming
+            another TensorRT version or calibrator makes it ignore the whole cache and
+            calibrate from scratch ('aue build' checks the header against the installed
+            TensorRT first, so this should not happen). Tensors merely missing from an
+            accepted cache are not calibrated either: TensorRT warns 'Missing scale and
+            zero-point for tensor ...' and runs their layers in higher precision
+            (NVIDIA/TensorRT#3131)."""
 
             def __init__(self) -> None:
                 trt.IInt8EntropyCalibrator2.__init__(self)
@@ -518,10 +554,11 @@ class TrtApi:
                 return 1
 
             def get_batch(self, names):
-                # Called only when the cache lacks tensors of this network; returning None
-                # ends calibration and the build then fails, with this line saying why.
-                print("TensorRT asked for calibration images: the calibration cache does not "
-                      "cover this network; regenerate it with 'aue calibrate' for this model",
+                # TensorRT ignored the cache and wants images: returning None ends
+                # calibration with no data, so the build fails; this line says why.
+                print("TensorRT ignored the calibration cache and asked for calibration "
+                      "images: its header does not match this TensorRT; regenerate it with "
+                      "'aue calibrate --trt-version <this TensorRT version>'",
                       file=sys.stderr)
                 return None
 

@@ -1,6 +1,8 @@
-"""TensorRT implicit-INT8 calibration cache: writer and validating reader.
+"""TensorRT implicit-INT8 calibration cache: writer and the one validating reader.
 
-Output of the calibration flow for TensorRT 8.5 (JetPack 5), whose builder reads the cache
+Written by ``aue calibrate`` and checked by ``aue build`` (the reader lives in the edge stage so
+that the build on the robot uses the same validator as the calibration). Output of the
+calibration flow for TensorRT 8.5 (JetPack 5), whose builder reads the cache
 through an ``IInt8Calibrator`` (``readCalibrationCache``) or ``trtexec --int8 --calib=FILE``
 instead of calibrating on the device. Format, as TensorRT writes it::
 
@@ -10,7 +12,7 @@ instead of calibrating on the device. Format, as TensorRT writes it::
 
 First line ``TRT-<version>-<calibrator>``; then one line per tensor, ``<ONNX tensor name>:
 <hex>``, where hex is the float32 bit pattern of ``scale = amax / 127``, most significant byte
-first, without ``0x`` (0.5/127 -> ``3b810a13``). TensorRT's ONNX parser names network tensors
+first, without ``0x`` (0.5/127 -> ``3b810204``). TensorRT's ONNX parser names network tensors
 after the ONNX tensors, so the names here are the ONNX graph's (input included).
 
 TensorRT compares the calibrator name in the header with the calibrator it is given and
@@ -27,8 +29,14 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from aue_edge.calibration.config import CACHE_ALGORITHMS
 from aue_edge.edge.errors import CalibrationError
+from aue_edge.edge.trt_targets import decode_version_code, version_code
+
+# TensorRT's calibrator names (CalibrationAlgoType) as they appear in a cache header.
+CACHE_ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration",
+                    "LegacyCalibration")
+# The only calibrator 'aue build' and 'trtexec --calib' replay a cache with.
+REPLAY_ALGORITHM = "EntropyCalibration2"
 
 # The calibrator name TensorRT writes for each method. TensorRT has no percentile calibrator;
 # its legacy calibrator (IInt8LegacyCalibrator) is the one that clips at a quantile, so a
@@ -66,8 +74,15 @@ class CalibrationCache:
     def header(self) -> str:
         return f"TRT-{self.trt_version}-{self.algorithm}"
 
-    def check_matches(self, tensor_names: set[str] | list[str], model_label: str) -> None:
-        """Raise if the cache names tensors the model lacks (a cache for another model)."""
+    @property
+    def version(self) -> tuple[int, int, int]:
+        """The TensorRT release the header names (8502 -> (8, 5, 2), 100300 -> (10, 3, 0))."""
+        return decode_version_code(self.trt_version)
+
+    def check_matches(self, tensor_names: set[str] | list[str], model_label: str,
+                      required: tuple[str, ...] | list[str] = ()) -> None:
+        """Raise if the cache names tensors the model lacks (a cache for another model) or
+        lacks one of ``required`` (the network inputs: TensorRT needs their scales)."""
         known = set(tensor_names)
         foreign = sorted(set(self.scales) - known)
         if foreign:
@@ -75,6 +90,36 @@ class CalibrationCache:
                 f"calibration cache does not belong to {model_label}: {len(foreign)} of its "
                 f"{len(self.scales)} tensors are not in the model (e.g. {foreign[:3]}). "
                 f"Recalibrate this model with 'aue calibrate' instead of reusing a cache.")
+        missing = [name for name in required if name not in self.scales]
+        if missing:
+            raise CalibrationError(
+                f"calibration cache has no scale for network input(s) {missing} of "
+                f"{model_label} ({len(self.scales)} tensors listed): recalibrate this model "
+                f"with 'aue calibrate'")
+
+    def check_replayable(self, installed_version: tuple[int, ...]) -> None:
+        """Raise unless TensorRT ``installed_version`` would load this cache as it is.
+
+        TensorRT ignores a cache whose header names another TensorRT version or another
+        calibrator and then calibrates from scratch; a replaying calibrator has no images,
+        so the build fails late and obscurely. 'aue build' replays with an entropy-2
+        calibrator, as 'trtexec --calib' does.
+        """
+        installed = tuple(installed_version[:3])
+        expected = f"TRT-{version_code(installed)}-{REPLAY_ALGORITHM}"
+        if self.algorithm != REPLAY_ALGORITHM:
+            raise CalibrationError(
+                f"calibration cache header {self.header!r} names the {self.algorithm} "
+                f"calibrator; TensorRT only replays it with that calibrator and 'aue build' "
+                f"(like trtexec --calib) uses {REPLAY_ALGORITHM}: recalibrate with 'aue "
+                f"calibrate --cache-algorithm {REPLAY_ALGORITHM}' (expected {expected!r})")
+        if self.version != installed:
+            raise CalibrationError(
+                f"calibration cache header {self.header!r} is for TensorRT "
+                f"{'.'.join(map(str, self.version))}, this device runs TensorRT "
+                f"{'.'.join(map(str, installed))}, which ignores such a cache: recalibrate "
+                f"with 'aue calibrate --trt-version {'.'.join(map(str, installed))}' "
+                f"(expected header {expected!r})")
 
 
 def write_cache(path: str | Path, amax_by_tensor: dict[str, float], trt_version: str = "8502",
