@@ -1,33 +1,65 @@
 """The ``main()`` every aue node shares: rclpy init, spin, clean exit on Ctrl-C and SIGTERM.
 
-rclpy's default signal handlers turn SIGINT and SIGTERM into a context shutdown; the loop then
-ends (``ExternalShutdownException`` or ``rclpy.ok()`` false), the node is destroyed (the
-perception node closes its pipeline there) and the process exits with status 0. A bad
+SIGINT and SIGTERM (Ctrl-C, ``docker stop``, systemd, launch) only ask the node to stop: the
+handlers here set a flag, and the spin loop ends after the callback that is running (a frame
+being published, a configure loading models) has finished. rclpy's own handlers are not used:
+they shut the context down at once, under a running callback, which then fails to publish
+("publisher's context is invalid") or reports its configure as failed. The node is then
+destroyed (the perception node closes its pipeline there), rclpy shut down, and the process
+exits with status 0. A second signal while stopping takes Python's default action. A bad
 parameter or model (an :class:`~aue_edge.edge.errors.AueError` while building the node) prints
 one line and exits with status 2, as the ``aue`` command does.
 """
 from __future__ import annotations
 
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.signals import SignalHandlerOptions
 
 from aue_edge.edge.errors import AueError
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """Set by the first SIGINT / SIGTERM; restores the default actions for a second one."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
+
+    def _on_signal(self, signum: int, _frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+        self.restore()
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None
 
 
 def run_node(program: str, make_node: Callable[[], Node], args: Sequence[str] | None,
              finished: Callable[[Node], bool] | None = None) -> int:
-    """Build a node with ``make_node`` and spin it until shutdown or ``finished(node)``."""
-    rclpy.init(args=None if args is None else list(args))
+    """Build a node with ``make_node`` and spin it until a stop signal, shutdown or
+    ``finished(node)``."""
+    stop = StopRequest()
+    rclpy.init(args=None if args is None else list(args),
+               signal_handler_options=SignalHandlerOptions.NO)
     node = None
     try:
         node = make_node()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        while rclpy.ok() and not (finished is not None and finished(node)):
+        while (rclpy.ok() and not stop.requested
+               and not (finished is not None and finished(node))):
             executor.spin_once(timeout_sec=0.1)
         return 0
     except AueError as exc:
@@ -39,3 +71,4 @@ def run_node(program: str, make_node: Callable[[], Node], args: Sequence[str] | 
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
+        stop.restore()

@@ -412,3 +412,63 @@ def test_sigterm_shuts_the_perception_node_down_cleanly(probe, perception):
     assert process.poll() is None
     assert _stop(process, signal.SIGTERM) == 0, log_path.read_text()
     assert "Traceback" not in log_path.read_text()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_while_frames_stream_exits_cleanly(context, ros_env, model_dir, astronaut_bgr,
+                                                  tmp_path, sig):
+    """docker stop / systemd / launch send SIGTERM while the camera streams: the node must stop
+    with status 0, no traceback, not crash publishing on the shut-down context."""
+    topics = {"image_topic": "/sig/image", "emotion_topic": "/sig/emotion",
+              "action_units_topic": "/sig/action_units", "faces_topic": "/sig/faces",
+              "diagnostics_topic": "/sig/diagnostics"}
+    args = ["--model-dir", str(model_dir), "--ros-args", "-r", "__node:=aue_perception_sig",
+            "-p", "num_threads:=1"] + [a for n, t in topics.items() for a in ("-p", f"{n}:={t}")]
+    frame = cv2.resize(astronaut_bgr, (640, 480))
+    codes, logs = [], []
+    for attempt in range(3):
+        log_path = tmp_path / f"sig{attempt}.log"
+        process = _start("perception_node", args, ros_env, log_path)
+        sig_probe = PerceptionProbe(
+            context=context, image_topic="/sig/image", name=f"sig_probe{attempt}",
+            reply_topics={k: f"/sig/{k}" for k in ("emotion", "action_units", "faces")},
+            diagnostics_topic="/sig/diagnostics")
+        try:
+            assert sig_probe.wait_for_node(START_TIMEOUT_S), log_path.read_text()
+            assert sig_probe.warm_up(frame, timeout_s=START_TIMEOUT_S), log_path.read_text()
+            # Stream at 100 Hz so the node is inside a frame callback when the signal lands.
+            for i in range(60 + 7 * attempt):
+                sig_probe.publish_frame(frame)
+                sig_probe.spin_for(0.01)
+            process.send_signal(sig)
+            for _ in range(100):
+                sig_probe.publish_frame(frame)
+                sig_probe.spin_for(0.01)
+        finally:
+            sig_probe.destroy_node()
+            codes.append(_stop(process))
+        logs.append(log_path.read_text())
+    assert codes == [0, 0, 0], "\n----\n".join(logs)
+    for log in logs:
+        assert "Traceback" not in log and "RCLError" not in log, log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_configure_exits_cleanly(context, ros_env, model_dir, tmp_path, sig):
+    """A stop signal while the node loads its models (it is in the graph, not yet active):
+    status 0, no traceback and no 'configure failed' (nothing failed: it was told to stop)."""
+    log_path = tmp_path / "start.log"
+    watcher = rclpy.create_node("start_watcher", context=context)
+    process = _start("perception_node", ["--model-dir", str(model_dir), "--ros-args", "-r",
+                                         "__node:=aue_perception_start"], ros_env, log_path)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while ("aue_perception_start" not in watcher.get_node_names()
+               and process.poll() is None and time.monotonic() < deadline):
+            time.sleep(0.005)
+    finally:
+        watcher.destroy_node()
+        code = _stop(process, sig)
+    log = log_path.read_text()
+    assert code == 0, log
+    assert "Traceback" not in log and "configure failed" not in log, log
