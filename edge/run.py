@@ -28,7 +28,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from aue_edge.edge.errors import ConfigError, InputImageError
+from aue_edge.edge.errors import ConfigError, InferenceError, InputImageError
 from aue_edge.edge.frames import validate_frame
 from aue_edge.edge.plotting import save_figure
 
@@ -49,6 +49,7 @@ class RunStats:
     max_faces_in_frame: int = 0
     unreadable: list[str] = field(default_factory=list)
     invalid_frames: list[str] = field(default_factory=list)
+    inference_errors: list[str] = field(default_factory=list)   # non-finite model outputs
     non_image_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, list[float]] = field(default_factory=dict)
@@ -85,6 +86,7 @@ class RunStats:
             "faces": self.faces, "max_faces_in_frame": self.max_faces_in_frame,
             "skipped": {"unreadable": self.unreadable,
                         "invalid_frames": self.invalid_frames,
+                        "inference_errors": self.inference_errors,
                         "non_image_files": self.non_image_files},
             "notes": self.notes,
             "emotions": self.emotions,
@@ -223,8 +225,10 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                     pipeline.reset()
                 try:
                     result = pipeline.process(frame.image, timestamp_s=frame.timestamp_s)
-                except InputImageError as exc:
-                    stats.invalid_frames.append(frame.name)
+                except (InputImageError, InferenceError) as exc:
+                    skipped = (stats.invalid_frames if isinstance(exc, InputImageError)
+                               else stats.inference_errors)
+                    skipped.append(frame.name)
                     tqdm.write(f"warning: {frame.name}: {exc}; skipped", file=sys.stderr)
                     continue
                 stats.add(result, au_names)
@@ -384,12 +388,13 @@ def run_main(argv: list[str]) -> int:
                            progress=not args.no_progress)
     elapsed = time.perf_counter() - started
     skipped = (len(stats.unreadable) + len(stats.invalid_frames)
-               + len(stats.non_image_files))
+               + len(stats.inference_errors) + len(stats.non_image_files))
     total = stats.latency_table().get("total", {})
     print(f"aue run: {stats.frames} frames, {stats.faces} faces in {elapsed:.1f} s; "
           f"per frame {total.get('mean_ms', float('nan')):.1f} ms mean; skipped {skipped} "
           f"({len(stats.unreadable)} unreadable, {len(stats.invalid_frames)} invalid "
-          f"frames, {len(stats.non_image_files)} non-image files); results in {args.out}",
+          f"frames, {len(stats.inference_errors)} inference errors, "
+          f"{len(stats.non_image_files)} non-image files); results in {args.out}",
           file=sys.stderr)
     if stats.faces:
         top = sorted(stats.emotions.items(), key=lambda kv: -kv[1])

@@ -38,10 +38,13 @@ class PerceptionStats:
     received: int = 0
     processed: int = 0
     rejected: int = 0
+    failed: int = 0
     dropped: int = 0
     faces_seen: int = 0
     last_rejection: str = ""
+    last_failure: str = ""
     _rejected_in_period: int = 0
+    _failed_in_period: int = 0
     _received_in_period: int = 0
     _dropped_in_period: int = 0
     _last_sequence: dict = field(default_factory=dict)
@@ -74,6 +77,12 @@ class PerceptionStats:
         self._rejected_in_period += 1
         self.last_rejection = reason
 
+    def on_failed(self, reason: str) -> None:
+        """A frame whose inference gave no usable output (NaN / inf): no result for it."""
+        self.failed += 1
+        self._failed_in_period += 1
+        self.last_failure = reason
+
     def on_processed(self, now_s: float, num_faces: int, timings_ms: dict[str, float]) -> None:
         self.processed += 1
         self.faces_seen += num_faces
@@ -104,30 +113,38 @@ class PerceptionStats:
     def end_period(self) -> PeriodCounts:
         """What happened since the last call; starts a new diagnostics period."""
         counts = PeriodCounts(self._received_in_period, self._rejected_in_period,
-                              self._dropped_in_period)
+                              self._dropped_in_period, self._failed_in_period)
         self._received_in_period = self._rejected_in_period = self._dropped_in_period = 0
+        self._failed_in_period = 0
         return counts
 
 
 @dataclass(frozen=True)
 class PeriodCounts:
-    """Frames received, rejected (bad input) and dropped (stale) in one diagnostics period."""
+    """Frames received, rejected (bad input), dropped (stale) and failed (inference gave
+    NaN / inf) in one diagnostics period."""
 
     received: int
     rejected: int
     dropped: int
+    failed: int
 
 
 def diagnostics_msg(stats: PerceptionStats, period: PeriodCounts, stamp: Time, now_s: float,
                     name: str, hardware_id: str, state: str, info: dict[str, str],
                     image_topic: str) -> DiagnosticArray:
-    """One DiagnosticStatus for the node; level WARN when the period had bad or no frames.
+    """One DiagnosticStatus for the node; level ERROR when inference failed on a frame of the
+    period, WARN when the period had bad or no frames.
 
     Dropped stale frames alone stay OK (a camera faster than the pipeline is normal, the node
     then works on the newest frame) but are named in the message.
     """
     if state != "active":
         level, message = DiagnosticStatus.OK, f"{state}: not subscribed to {image_topic}"
+    elif period.failed:
+        level = DiagnosticStatus.ERROR
+        message = (f"inference failed on {period.failed} of {period.received} frames (no "
+                   f"result published): {stats.last_failure}")
     elif period.rejected:
         level = DiagnosticStatus.WARN
         message = (f"rejected {period.rejected} of {period.received} frames: "
@@ -145,8 +162,10 @@ def diagnostics_msg(stats: PerceptionStats, period: PeriodCounts, stamp: Time, n
         "frames_processed": str(stats.processed),
         "frames_dropped": str(stats.dropped),
         "frames_rejected": str(stats.rejected),
+        "frames_failed": str(stats.failed),
         "faces_seen": str(stats.faces_seen),
         "last_rejection": stats.last_rejection,
+        "last_failure": stats.last_failure,
     }
     for stage, (mean_ms, p50_ms, max_ms) in stats.latency_summary().items():
         values[f"latency_{stage}_ms_mean"] = f"{mean_ms:.2f}"

@@ -41,7 +41,7 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 
 from aue_edge.edge.backends.factory import BACKEND_KINDS
-from aue_edge.edge.errors import AueError, ConfigError, InputImageError
+from aue_edge.edge.errors import AueError, ConfigError, InferenceError, InputImageError
 from aue_edge.edge.pipeline import Pipeline, PipelineConfig, resolve_model_file
 from aue_edge.edge.smoothing import SMOOTHING_METHODS
 from aue_edge.ros_nodes.conversions import compressed_to_bgr, image_to_bgr, stamp_to_seconds
@@ -269,6 +269,10 @@ class PerceptionNode(LifecycleNode):
             self.stats.on_rejected(str(exc))
             self.get_logger().warning(f"skipped a frame on {self._subscription.topic_name}: "
                                       f"{exc}", throttle_duration_sec=2.0)
+            return
+        except InferenceError as exc:
+            self.stats.on_failed(str(exc))
+            self.get_logger().error(f"no result for a frame: {exc}", throttle_duration_sec=2.0)
             return
         primary = select_primary_face(result.faces, self.params["primary_face"], result.width,
                                       result.height, self._primary_id,

@@ -138,3 +138,48 @@ def test_make_demo_command_with_the_shipped_model_reads_the_smile(repo_root, tmp
     assert len(faces) == 30 + 10 * 3
     assert {f["emotion"] for f in faces} == {"happiness"}
     assert all(len(f["au_probs"]) == 17 for f in faces)
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN / Infinity (Python's accepts them; JSON does not)."""
+    def refuse(token):
+        raise ValueError(f"{token} is not valid JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_card_that_does_not_match_fails_before_the_first_frame(tmp_path, astronaut_bgr,
+                                                                 capsys):
+    wrong = tmp_path / "wrong"
+    build_standin_model(wrong, labels=FERPLUS_LABELS[:7])
+    card = json.loads((wrong / "card.json").read_text())
+    card["outputs"]["emotion_labels"] = list(FERPLUS_LABELS)
+    (wrong / "card.json").write_text(json.dumps(card))
+    image = tmp_path / "face.png"
+    cv2.imwrite(str(image), astronaut_bgr)
+    out = tmp_path / "out"
+    code = aue_main(["run", "--source", str(image), "--out", str(out), "--model", str(wrong),
+                     "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "emotion_labels lists 8 names" in err, err
+    assert not (out / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize("annotate", [False, True])
+def test_non_finite_outputs_are_counted_never_written(tmp_path, astronaut_bgr, capsys, annotate):
+    directory = tmp_path / "nan_on_faces"
+    build_standin_model(directory, non_finite="on_faces")
+    src = tmp_path / "images"
+    src.mkdir()
+    cv2.imwrite(str(src / "a_face.png"), astronaut_bgr)
+    cv2.imwrite(str(src / "b_empty.png"), np.full((240, 320, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    code = aue_main(["run", "--source", str(src), "--out", str(out), "--model", str(directory),
+                     "--no-progress"] + ([] if annotate else ["--no-annotate"]))
+    err = capsys.readouterr().err
+    assert code == 0, err
+    lines = [_strict_json(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [ln["source"] for ln in lines] == ["b_empty.png"]
+    summary = _strict_json((out / "summary.json").read_text())
+    assert summary["skipped"]["inference_errors"] == ["a_face.png"]
+    assert "warning: a_face.png: " in err and "'emotion_probs' has non-finite values" in err
+    assert "1 inference errors" in err

@@ -472,3 +472,62 @@ def test_signal_during_configure_exits_cleanly(context, ros_env, model_dir, tmp_
     log = log_path.read_text()
     assert code == 0, log
     assert "Traceback" not in log and "configure failed" not in log, log
+
+
+def test_models_that_do_not_match_their_card_or_give_nan_fail_configure(ros_env, tmp_path):
+    """Checked at configure (a dry run), with one line and status 2: not at the first face."""
+    from test_edge_pipeline import FERPLUS_LABELS, build_standin_model
+
+    wrong = tmp_path / "wrong_labels"
+    build_standin_model(wrong, labels=FERPLUS_LABELS[:7])
+    card = ModelCard.load(wrong / "card.json")
+    card.replace(outputs=card.outputs.__class__(emotion_labels=FERPLUS_LABELS,
+                                                au_names=card.outputs.au_names)).save(wrong)
+    corrupted = tmp_path / "nan_weights"
+    build_standin_model(corrupted, non_finite="always")
+    for directory, message in ((wrong, "emotion_labels lists 8 names"),
+                               (corrupted, "non-finite values")):
+        result = subprocess.run(
+            [sys.executable, "-m", "aue_edge.ros_nodes.perception_node", "--model-dir",
+             str(directory)], env=ros_env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_a_non_finite_output_is_counted_never_published(context, ros_env, astronaut_bgr,
+                                                        tmp_path):
+    from test_edge_pipeline import build_standin_model
+
+    directory = tmp_path / "nan_on_faces"
+    build_standin_model(directory, non_finite="on_faces")
+    args = ["--model-dir", str(directory), "--ros-args", "-r", "__node:=aue_perception_nan",
+            "-p", "diagnostics_period_s:=0.3"]
+    topics = {"image_topic": "/nan/image", "emotion_topic": "/nan/emotion",
+              "action_units_topic": "/nan/action_units", "faces_topic": "/nan/faces",
+              "diagnostics_topic": "/nan/diagnostics"}
+    args += [a for n, t in topics.items() for a in ("-p", f"{n}:={t}")]
+    log_path = tmp_path / "nan.log"
+    process = _start("perception_node", args, ros_env, log_path)
+    nan_probe = PerceptionProbe(
+        context=context, image_topic="/nan/image", name="nan_probe",
+        reply_topics={k: f"/nan/{k}" for k in ("emotion", "action_units", "faces")},
+        diagnostics_topic="/nan/diagnostics")
+    try:
+        # A frame without a face runs no inference: answered (proves the connection).
+        assert nan_probe.wait_for_node(START_TIMEOUT_S), log_path.read_text()
+        assert nan_probe.warm_up(np.full((240, 320, 3), 90, np.uint8), START_TIMEOUT_S)
+        stamps = []
+        for _ in range(3):
+            stamps.append(nan_probe.publish_frame(astronaut_bgr))
+            nan_probe.spin_for(0.3)
+        nan_probe.spin_for(1.0)
+        assert all(nan_probe.reply(kind, s) is None for s in stamps
+                   for kind in ("faces", "emotion", "action_units"))
+        diagnostics = nan_probe.latest_diagnostics()
+        assert int(diagnostics["frames_failed"]) == 3, diagnostics
+        assert "non-finite" in diagnostics["last_failure"], diagnostics
+    finally:
+        nan_probe.destroy_node()
+        code = _stop(process)
+    log = log_path.read_text()
+    assert code == 0 and "non-finite" in log, log
