@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 from aue_edge.edge.errors import ConfigError, InferenceError, InputImageError
-from aue_edge.edge.frames import validate_frame
+from aue_edge.edge.frames import read_image_file, validate_frame
 from aue_edge.edge.plotting import save_figure
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -132,7 +132,7 @@ def iter_images(paths: list[Path], fps: float, stats: RunStats) -> Iterator[Fram
             continue
         # IMREAD_UNCHANGED keeps 16-bit and 4-channel images as they are: validate_frame
         # converts them, with the same rules as for camera frames.
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        image = read_image_file(path, cv2.IMREAD_UNCHANGED)
         yield Frame(image, path.name, index, index / fps)
         index += 1
 

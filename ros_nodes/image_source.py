@@ -29,6 +29,7 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image
 
 from aue_edge.edge.errors import ConfigError, InputImageError
+from aue_edge.edge.frames import read_image_file
 from aue_edge.ros_nodes.conversions import bgr_to_image
 from aue_edge.ros_nodes.params import ParamSpec, declare_parameters, read_parameters
 from aue_edge.ros_nodes.spin import run_node
@@ -136,7 +137,7 @@ class FrameReader:
                 self._next_file = 0
             path = self._files[self._next_file]
             self._next_file += 1
-            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            frame = read_image_file(path)
             if frame is not None:
                 return frame
             self.skipped += 1

@@ -183,3 +183,20 @@ def test_non_finite_outputs_are_counted_never_written(tmp_path, astronaut_bgr, c
     assert summary["skipped"]["inference_errors"] == ["a_face.png"]
     assert "warning: a_face.png: " in err and "'emotion_probs' has non-finite values" in err
     assert "1 inference errors" in err
+
+
+def test_a_truncated_jpeg_is_counted_as_unreadable(model_dir, astronaut_bgr, tmp_path, capsys):
+    """OpenCV decodes a cut-off JPEG as a grey-filled image (only a libjpeg warning): it must
+    not be processed as a picture with 0 faces."""
+    src = tmp_path / "images"
+    src.mkdir()
+    jpeg = cv2.imencode(".jpg", astronaut_bgr)[1].tobytes()
+    (src / "a_whole.jpg").write_bytes(jpeg)
+    (src / "b_cut.jpg").write_bytes(jpeg[:len(jpeg) * 2 // 3])
+    out = tmp_path / "out"
+    assert aue_main(["run", "--source", str(src), "--out", str(out), "--model", str(model_dir),
+                     "--no-annotate", "--no-progress"]) == 0
+    assert [ln["source"] for ln in read_jsonl(out / "results.jsonl")] == ["a_whole.jpg"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"]["unreadable"] == ["b_cut.jpg"]
+    assert "b_cut.jpg: unreadable" in capsys.readouterr().err

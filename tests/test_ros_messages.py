@@ -206,3 +206,15 @@ def test_listener_reports_changes_only_above_confidence():
     assert tracker.check_lost(now_s=3.5) is None
     assert tracker.check_lost(now_s=4.5).kind == "lost"
     assert tracker.update(2, "anger", 0.9, 0.0, now_s=5.0).kind == "new_face"
+
+
+def test_truncated_and_oversized_compressed_images_are_rejected(astronaut_bgr):
+    """A cut-off JPEG decodes in OpenCV as a grey-filled image with only a libjpeg warning: it
+    must be rejected, like the raw images' truncated data; the raw images' 8192 px per side
+    limit holds for compressed input too."""
+    jpeg = cv2.imencode(".jpg", astronaut_bgr)[1].tobytes()
+    with pytest.raises(InputImageError, match="truncated JPEG"):
+        compressed_to_bgr(CompressedImage(format="jpeg", data=jpeg[:len(jpeg) * 2 // 3]))
+    wide = cv2.imencode(".png", np.zeros((2, 9000), np.uint8))[1].tobytes()
+    with pytest.raises(InputImageError, match="9000x2 px is larger than the 8192 px"):
+        compressed_to_bgr(CompressedImage(format="png", data=wide))

@@ -290,6 +290,8 @@ def test_image_source_publishes_a_folder_with_headers(context, ros_env, astronau
     cv2.imwrite(str(folder / "a.png"), astronaut_bgr)
     cv2.imwrite(str(folder / "b.jpg"), astronaut_bgr[:, ::-1])
     (folder / "c.png").write_bytes(b"not an image")      # skipped with a warning
+    jpeg = cv2.imencode(".jpg", astronaut_bgr)[1].tobytes()
+    (folder / "d_cut.jpg").write_bytes(jpeg[:len(jpeg) // 2])   # truncated: skipped too
     received: list[Image] = []
     node = rclpy.create_node("source_test", context=context)
     node.create_subscription(Image, "/source_test/image", received.append,
@@ -309,6 +311,7 @@ def test_image_source_publishes_a_folder_with_headers(context, ros_env, astronau
     log = (tmp_path / "source.log").read_text()
     assert process.returncode == 0, log
     assert "skipped unreadable image" in log and "published 6 frames" in log
+    assert "d_cut.jpg" in log and "c.png" in log
     assert len(received) >= 4      # best effort on one machine: allow a lost frame or two
     assert all(m.header.frame_id == "test_camera" and m.encoding == "bgr8" for m in received)
     stamps = [m.header.stamp.sec + m.header.stamp.nanosec * 1e-9 for m in received]
