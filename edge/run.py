@@ -30,6 +30,7 @@ import numpy as np
 
 from aue_edge.edge.errors import ConfigError, InferenceError, InputImageError
 from aue_edge.edge.frames import read_image_file, validate_frame
+from aue_edge.edge.outputs import prepare_output_dir, remove_if_empty
 from aue_edge.edge.plotting import save_figure
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -37,6 +38,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 DEFAULT_FPS = 30.0
 # A damaged stretch longer than this ends a video (it is more likely a cut-off file).
 MAX_CONSECUTIVE_BAD_FRAMES = 30
+OUTPUT_FILES = ("results.jsonl", "summary.json", "latency.png", "annotated.mp4")
 
 
 @dataclass
@@ -374,10 +376,21 @@ def run_main(argv: list[str]) -> int:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.fps is not None and args.fps <= 0:
         raise ConfigError(f"--fps must be > 0, got {args.fps}")
-    from aue_edge.edge.pipeline import Pipeline
 
     config = config_from_args(args)
-    parse_source(args.source)  # bad --source fails before the model loads
+    parse_source(args.source)  # bad --source or --out fails before the model loads
+    created = prepare_output_dir(args.out, OUTPUT_FILES)
+    try:
+        return _run(args, config)
+    except BaseException:
+        if created:
+            remove_if_empty(args.out)
+        raise
+
+
+def _run(args: argparse.Namespace, config) -> int:
+    from aue_edge.edge.pipeline import Pipeline
+
     started = time.perf_counter()
     with Pipeline(config) as pipeline:
         print(f"aue run: model {pipeline.model.path} ({config.backend}), "

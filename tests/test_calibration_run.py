@@ -314,3 +314,51 @@ def test_quantised_input_and_overwriting_the_input_are_refused(entropy_run, trai
     with pytest.raises(CalibrationError, match="would overwrite the input model"):
         calibrate(entropy_run / "model.int8.onnx", CARD, train_faces, None, config,
                   entropy_run)
+
+
+def test_an_interrupted_run_never_replaces_good_outputs(entropy_run, model_dir, ferplus_root,
+                                                        tmp_path):
+    """Ctrl-C after the new cache is written (during the held-out evaluation): the previous
+    run's files stay byte for byte, and nothing of the failed run is left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "good"
+    shutil.copytree(entropy_run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    started = time.time()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aue_edge", "calibrate", str(model_dir / "model.onnx"),
+         "--dataset", "ferplus", "--root", str(ferplus_root), "--split", "train", "--method",
+         "minmax", "--num-images", "64", "--min-images", "64", "--eval-split", "valid",
+         "--eval-images", "1000", "--num-threads", "1", "--out", str(out), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    written = False
+    while process.poll() is None and not written:
+        written = any(p.stat().st_mtime >= started for p in out.rglob("calibration.cache"))
+        time.sleep(0.01)
+    assert written, "the run ended before it wrote a cache: " + process.communicate()[0]
+    os.kill(process.pid, signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode != 0, output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_unwritable_out_fails_in_one_line_before_any_work(model_dir, tmp_path, capsys):
+    """A file, an unwritable folder, an output name taken by a folder: one line, status 2,
+    reported before the data set or the model is read (the --root here does not exist)."""
+    args = ["calibrate", str(model_dir / "model.onnx"), "--dataset", "ferplus", "--root",
+            str(tmp_path / "no_such_root"), "--no-progress", "--out"]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    taken = tmp_path / "taken"
+    (taken / "model.int8.onnx").mkdir(parents=True)
+    for out, message in ((a_file, "is a file, not a folder"),
+                         ("/sys/kernel", "[Errno 13] Permission denied"),
+                         (taken, "model.int8.onnx is a folder")):
+        assert aue(args + [str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err

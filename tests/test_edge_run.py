@@ -200,3 +200,40 @@ def test_a_truncated_jpeg_is_counted_as_unreadable(model_dir, astronaut_bgr, tmp
     summary = json.loads((out / "summary.json").read_text())
     assert summary["skipped"]["unreadable"] == ["b_cut.jpg"]
     assert "b_cut.jpg: unreadable" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_fails_in_one_line_before_the_model_loads(model_dir, astronaut_bgr,
+                                                                    tmp_path, capsys):
+    image = tmp_path / "face.png"
+    cv2.imwrite(str(image), astronaut_bgr)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    taken = tmp_path / "taken"
+    (taken / "results.jsonl").mkdir(parents=True)
+    for out, message in ((a_file, "is a file, not a folder"),
+                         ("/sys/kernel", "[Errno 13] Permission denied"),
+                         ("/sys/aue_no_such_folder", "[Errno 1] Operation not permitted"),
+                         (taken, "results.jsonl is a folder")):
+        code = aue_main(["run", "--source", str(image), "--out", str(out), "--model",
+                         str(model_dir), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
+        assert len(err.strip().splitlines()) == 1 and "aue run: model" not in err, err
+
+
+def test_a_failed_run_leaves_no_empty_out_folder(model_dir, tmp_path, astronaut_bgr, capsys):
+    wrong = tmp_path / "wrong"
+    build_standin_model(wrong, labels=FERPLUS_LABELS[:7])       # refused at load
+    card = json.loads((wrong / "card.json").read_text())
+    card["outputs"]["emotion_labels"] = list(FERPLUS_LABELS)
+    (wrong / "card.json").write_text(json.dumps(card))
+    image = tmp_path / "face.png"
+    cv2.imwrite(str(image), astronaut_bgr)
+    no_images = tmp_path / "no_images"
+    no_images.mkdir()
+    (no_images / "notes.txt").write_text("not an image")
+    for source, model in ((image, wrong), (no_images, model_dir)):
+        out = tmp_path / "new" / "out"
+        assert aue_main(["run", "--source", str(source), "--out", str(out), "--model",
+                         str(model), "--no-progress"]) == 2
+        assert not out.exists(), capsys.readouterr().err
