@@ -18,10 +18,13 @@ from collections.abc import Callable, Sequence
 
 import rclpy
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
+from rclpy.utilities import remove_ros_args
 
 from aue_edge.edge.errors import AueError
+from aue_edge.ros_nodes.params import rcl_reason
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -44,6 +47,20 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self.signal_name is not None
+
+
+def non_ros_args(program: str, argv: Sequence[str]) -> list[str]:
+    """``argv`` without its ROS arguments, for the node's own argparse flags. Malformed ROS
+    arguments (``-p image_topic:=``, a missing or unparseable ``--params-file``, a value with
+    a space) print one line and exit with status 2, as argparse does for its flags."""
+    try:
+        return remove_ros_args(list(argv))
+    except (rclpy_implementation.RCLInvalidROSArgsError,
+            rclpy_implementation.UnknownROSArgsError) as exc:
+        print(f"{program}: error: invalid ROS arguments: {rcl_reason(exc)}. Write parameters as "
+              f"-p NAME:=VALUE (an empty string as -p NAME:=\"''\"), quote values with spaces, "
+              f"and give --params-file an existing YAML file", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def run_node(program: str, make_node: Callable[[], Node], args: Sequence[str] | None,
