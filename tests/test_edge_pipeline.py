@@ -476,3 +476,27 @@ def test_a_non_finite_output_at_run_time_is_an_error_for_that_frame(tmp_path, as
             pipeline.process(astronaut_bgr, 0.0)
         # A frame without faces runs no inference and still gives a result.
         assert pipeline.process(np.full((240, 320, 3), 90, np.uint8), 0.1).faces == []
+
+
+def test_cards_with_duplicate_names_or_a_degenerate_template_are_refused(tmp_path):
+    """Both would give silently wrong results: a label that can never be told apart, or an
+    alignment that cannot map a face onto the template."""
+    cases = {
+        "duplicate_labels": (lambda c: c["outputs"].update(
+            emotion_labels=["neutral", "happiness", "happiness"] + c["outputs"][
+                "emotion_labels"][3:]), r"emotion_labels has duplicates: \['happiness'\]"),
+        "duplicate_aus": (lambda c: c["outputs"].update(
+            au_names=["AU1"] + c["outputs"]["au_names"][:-1]), r"au_names has duplicates"),
+        "points_on_a_line": (lambda c: c["alignment"].update(
+            template_5pt=[[0.1 * i, 0.5] for i in range(1, 6)]),
+            r"template_5pt is degenerate"),
+        "repeated_point": (lambda c: c["alignment"].update(
+            template_5pt=[[0.3, 0.4]] * 2 + c["alignment"]["template_5pt"][2:]),
+            r"template_5pt is degenerate"),
+    }
+    for name, (edit, message) in cases.items():
+        directory = tmp_path / name
+        build_standin_model(directory)
+        _edit_card(directory, edit)
+        with pytest.raises(ModelCardError, match=message):
+            Pipeline.from_model_dir(directory)
