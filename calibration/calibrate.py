@@ -47,6 +47,7 @@ from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
 from aue_edge.edge.errors import CalibrationError, ModelFileError
 from aue_edge.edge.model_card import CARD_FILENAME, ModelCard, embed_card_in_onnx
 from aue_edge.edge.outputs import prepare_output_dir, staged_outputs
+from aue_edge.edge.pipeline import LoadedModel
 from aue_edge.edge.preprocess import to_model_input
 
 INT8_MODEL_FILENAME = "model.int8.onnx"
@@ -153,6 +154,8 @@ def _calibrate(model_path: Path, card: ModelCard, calib_source: FaceSource,
         raise CalibrationError(f"{model_path} is already quantised (it has Q/DQ nodes); "
                                f"calibrate the FP32 model that 'aue export' wrote")
     input_name = _check_model_input(model, card, model_path)
+    with _backend(model_path, config) as fp32:
+        LoadedModel(model_path, fp32, card, "FP32")   # the card must describe this model
     activations = activation_tensors(model)
     plan = plan_quantization(model, tuple(config.quantize_op_types), tuple(config.keep_fp32),
                              config.qdq_placement)

@@ -314,8 +314,11 @@ def is_landmarks_input(name: str, card: ModelCard) -> bool:
             and list(spec.get("shape", []))[1:] == [68, 2])
 
 
-class _Model:
-    """One opened model (backend + card) with the checks the pipeline relies on."""
+class LoadedModel:
+    """One opened model (backend + card), checked against its card when opened: input name and
+    size, output names, label and AU counts (a dry run on a blank batch), finite outputs. The
+    pipeline runs its models through it; ``aue calibrate`` uses it to refuse a card that does
+    not describe the model before copying that card into its outputs."""
 
     def __init__(self, path: Path, backend: Backend, card: ModelCard, role: str) -> None:
         self.path, self.backend, self.card, self.role = path, backend, card, role
@@ -446,7 +449,7 @@ class Pipeline:
         else:
             model_path = Path(getattr(backend, "model_path", "<backend>"))
         self._closables.append(backend)
-        self.model = _Model(model_path, backend, card, "emotion")
+        self.model = LoadedModel(model_path, backend, card, "emotion")
         if not card.alignment.template_5pt:
             warnings.warn(f"{model_path}: the model card has no alignment.template_5pt; "
                           f"aligning faces to the FER+ template instead. Re-export the model "
@@ -458,7 +461,7 @@ class Pipeline:
             au_card = find_model_card(au_path)
             au_backend = self._create_backend(au_path)
             self._closables.append(au_backend)
-            self.au_model = _Model(au_path, au_backend, au_card, "AU")
+            self.au_model = LoadedModel(au_path, au_backend, au_card, "AU")
             if au_card.outputs.au_probs is None:
                 raise ModelCardError(f"{au_path}: au_model_dir must hold an AU detector, but "
                                      f"its card has no outputs.au_probs")
@@ -587,7 +590,7 @@ class Pipeline:
         return to_model_input(crops, card.input)
 
     def _crop_landmarks(self, lm68: np.ndarray | None, landmarks5: np.ndarray,
-                        model: _Model) -> np.ndarray | None:
+                        model: LoadedModel) -> np.ndarray | None:
         """68 frame points -> fractions of the model's aligned crop (its ``landmarks`` input)."""
         if not model.needs_landmarks:
             return None

@@ -362,3 +362,19 @@ def test_an_unwritable_out_fails_in_one_line_before_any_work(model_dir, tmp_path
         assert aue(args + [str(out)]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_card_that_does_not_match_the_model_is_refused_not_copied(model_dir, ferplus_root,
+                                                                   tmp_path, capsys):
+    """The model gives 8 emotion probabilities; a card listing 7 labels must not travel into
+    the INT8 outputs (the edge would refuse them later, or worse)."""
+    wrong = tmp_path / "wrong_card.json"
+    CARD.replace(outputs=OutputSpec(emotion_labels=FERPLUS_LABELS[:7],
+                                    au_names=AU_NAMES)).save(wrong)
+    out = tmp_path / "out"
+    code = aue(["calibrate", str(model_dir / "model.onnx"), "--card", str(wrong), "--dataset",
+                "ferplus", "--root", str(ferplus_root), "--num-images", "64", "--no-eval",
+                "--num-threads", "1", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "emotion_labels lists 7 names" in err, err
+    assert not out.exists()
