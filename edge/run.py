@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -207,6 +208,7 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
         total = min(count, max_frames) if count > 0 and max_frames else (count or max_frames)
         independent = False
     n_read = 0
+    stopped_by = None
     results_path = out_dir / "results.jsonl"
     labels, au_names = pipeline.emotion_labels, pipeline.au_names
     bar = tqdm(total=total, unit="frame", desc="aue run", disable=not progress)
@@ -253,16 +255,19 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                     if drawn.shape[:2] != writer.size_hw:
                         drawn = cv2.resize(drawn, (writer.size_hw[1], writer.size_hw[0]))
                     writer.video.write(drawn)
-    except KeyboardInterrupt:
-        # Ctrl-C on a webcam run is the normal way to stop: keep what was written.
-        tqdm.write("interrupted: stopping and writing the summary", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # Ctrl-C on a webcam run is the normal way to stop (and SIGTERM, see run_main): keep
+        # what was written, close the video so it stays playable, write the summary.
+        stopped_by = str(exc) or "SIGINT"
+        stats.notes.append(f"stopped by {stopped_by} after {n_read} frames")
+        tqdm.write(f"{stopped_by}: stopping and writing the summary", file=sys.stderr)
     finally:
         bar.close()
         if capture is not None:
             capture.release()
         if writer is not None:
             writer.video.release()
-    if kind == "video" and total and n_read < total:
+    if kind == "video" and total and n_read < total and stopped_by is None:
         # A long damaged stretch ends the read loop like the end of the file (or the container
         # overstates its frame count); say so instead of pretending the video was shorter.
         stats.notes.append(f"the video ended after {n_read} of {total} frames (truncated file "
@@ -380,12 +385,20 @@ def run_main(argv: list[str]) -> int:
     config = config_from_args(args)
     parse_source(args.source)  # bad --source or --out fails before the model loads
     created = prepare_output_dir(args.out, OUTPUT_FILES)
+    # SIGTERM (docker stop, systemd) stops a run like Ctrl-C: summary written, video closed.
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         return _run(args, config)
     except BaseException:
         if created:
             remove_if_empty(args.out)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm(_signum, _frame) -> None:
+    raise KeyboardInterrupt("SIGTERM")
 
 
 def _run(args: argparse.Namespace, config) -> int:
@@ -402,9 +415,10 @@ def _run(args: argparse.Namespace, config) -> int:
     elapsed = time.perf_counter() - started
     skipped = (len(stats.unreadable) + len(stats.invalid_frames)
                + len(stats.inference_errors) + len(stats.non_image_files))
-    total = stats.latency_table().get("total", {})
+    total = stats.latency_table().get("total")
+    per_frame = f"per frame {total['mean_ms']:.1f} ms mean" if total else "no frame processed"
     print(f"aue run: {stats.frames} frames, {stats.faces} faces in {elapsed:.1f} s; "
-          f"per frame {total.get('mean_ms', float('nan')):.1f} ms mean; skipped {skipped} "
+          f"{per_frame}; skipped {skipped} "
           f"({len(stats.unreadable)} unreadable, {len(stats.invalid_frames)} invalid "
           f"frames, {len(stats.inference_errors)} inference errors, "
           f"{len(stats.non_image_files)} non-image files); results in {args.out}",

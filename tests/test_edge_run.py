@@ -237,3 +237,62 @@ def test_a_failed_run_leaves_no_empty_out_folder(model_dir, tmp_path, astronaut_
         assert aue_main(["run", "--source", str(source), "--out", str(out), "--model",
                          str(model), "--no-progress"]) == 2
         assert not out.exists(), capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory, astronaut_bgr):
+    """20 s of 640x480 video at 30 fps (the astronaut drifting): long enough to stop mid-run."""
+    path = tmp_path_factory.mktemp("long_video") / "long.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    face = cv2.resize(astronaut_bgr, (360, 360))
+    for i in range(600):
+        frame = np.full((480, 640, 3), 96, np.uint8)
+        x = 20 + (i % 240)
+        frame[60:420, x:x + 360] = face
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_stopped_run_keeps_a_playable_video_and_says_it_was_stopped(model_dir, long_video,
+                                                                       tmp_path, sig):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aue_edge", "run", "--source", str(long_video), "--out",
+         str(out), "--model", str(model_dir), "--threads", "1", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline and not (
+            results.is_file() and results.read_text().count("\n") >= 20):
+        time.sleep(0.05)
+    process.send_signal(getattr(signal, sig))
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert 20 <= summary["frames"] < 600, summary
+    notes = " ".join(summary["notes"])
+    assert f"stopped by {sig}" in notes and "truncated" not in notes, notes
+    video = cv2.VideoCapture(str(out / "annotated.mp4"))
+    frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, _ = video.read()
+    video.release()
+    assert ok and frames == summary["frames"], (frames, summary["frames"])
+    assert "Traceback" not in stderr
+
+
+def test_a_run_of_no_frames_says_so_without_nan(model_dir, astronaut_bgr, tmp_path, capsys):
+    src = tmp_path / "images"
+    src.mkdir()
+    jpeg = cv2.imencode(".jpg", astronaut_bgr)[1].tobytes()
+    (src / "cut.jpg").write_bytes(jpeg[:len(jpeg) // 2])
+    code = aue_main(["run", "--source", str(src), "--out", str(tmp_path / "out"), "--model",
+                     str(model_dir), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "nan" not in err.lower() and "0 frames" in err, err
