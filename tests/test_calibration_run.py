@@ -378,3 +378,28 @@ def test_a_card_that_does_not_match_the_model_is_refused_not_copied(model_dir, f
     err = capsys.readouterr().err
     assert code == 2 and "emotion_labels lists 7 names" in err, err
     assert not out.exists()
+
+
+def test_a_tensor_zero_on_every_calibration_image_is_noted_not_a_crash(model_dir, train_faces,
+                                                                       tmp_path):
+    """The first release crashed here (a loop variable shadowed the output file names) after
+    overwriting calibration.cache; now the run completes and notes the tensor."""
+    from aue_edge.calibration.calibrate import calibrate
+
+    model = onnx.load(str(model_dir / "model.onnx"))
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.float32(0.0), "zero"))
+    graph.node.insert(1, helper.make_node("Mul", ["conv", "zero"], ["dead"], name="dead"))
+    graph.node.insert(2, helper.make_node("Add", ["conv", "dead"], ["conv_live"],
+                                          name="live"))
+    next(n for n in graph.node if n.name == "relu").input[0] = "conv_live"
+    folder = tmp_path / "dead_tensor"
+    folder.mkdir()
+    onnx.save(model, str(folder / "model.onnx"))
+    config = CalibrationConfig(method="entropy", num_images=64, min_images=64, num_threads=1,
+                               plot_worst_tensors=0)
+    result = calibrate(folder / "model.onnx", CARD, train_faces, None, config, folder / "out",
+                       progress=False)
+    assert result.cache.is_file() and result.int8_model.is_file()
+    assert "note" in result.summary["per_tensor"]["dead"], result.summary["per_tensor"]["dead"]
+    assert any("dead" in w for w in result.summary["warnings"]), result.summary["warnings"]
