@@ -24,6 +24,7 @@ from rclpy.parameter import Parameter
 
 from aue_edge.ros_nodes.conversions import stamp_to_seconds
 from aue_edge.ros_nodes.params import ParamSpec, declare_parameters, read_parameters
+from aue_edge.ros_nodes.entry import StopRequest
 from aue_edge.ros_nodes.spin import non_ros_args, run_node
 
 PARAMS = (
@@ -139,12 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: StopRequest | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     flags = vars(build_parser().parse_args(non_ros_args("aue-emotion-listener", argv)))
     overrides = {name: value for name, value in flags.items() if value is not None}
     return run_node("aue-emotion-listener", lambda: EmotionListener(overrides), argv,
-                    finished=lambda node: node.done)
+                    finished=lambda node: node.done, stop=stop)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from aue_edge.edge.errors import ConfigError, InputImageError
 from aue_edge.edge.frames import read_image_file
 from aue_edge.ros_nodes.conversions import bgr_to_image
 from aue_edge.ros_nodes.params import ParamSpec, declare_parameters, read_parameters
+from aue_edge.ros_nodes.entry import StopRequest
 from aue_edge.ros_nodes.spin import non_ros_args, run_node
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -243,12 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: StopRequest | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     flags = vars(build_parser().parse_args(non_ros_args("aue-image-source", argv)))
     overrides = {name: value for name, value in flags.items() if value is not None}
     return run_node("aue-image-source", lambda: ImageSource(overrides), argv,
-                    finished=lambda node: node.done)
+                    finished=lambda node: node.done, stop=stop)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ from aue_edge.ros_nodes.messages import (PRIMARY_FACE_RULES, action_units_msg, e
                                          face_array_msg, select_primary_face)
 from aue_edge.ros_nodes.params import (ParamSpec, declare_parameters, read_parameters,
                                        reject_invalid_updates)
+from aue_edge.ros_nodes.entry import StopRequest
 from aue_edge.ros_nodes.spin import non_ros_args, run_node
 
 NODE_NAME = "aue_perception"
@@ -346,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: StopRequest | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     flags = vars(build_parser().parse_args(non_ros_args("aue-perception", argv)))
     overrides = {name: value for name, value in flags.items() if value is not None}
@@ -357,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             node.start()
         return node
 
-    return run_node("aue-perception", make_node, argv)
+    return run_node("aue-perception", make_node, argv, stop=stop)
 
 
 if __name__ == "__main__":

@@ -6,13 +6,14 @@ being published, a configure loading models) has finished. rclpy's own handlers 
 they shut the context down at once, under a running callback, which then fails to publish
 ("publisher's context is invalid") or reports its configure as failed. The node is then
 destroyed (the perception node closes its pipeline there), rclpy shut down, and the process
-exits with status 0. A second signal while stopping takes Python's default action. A bad
+exits with status 0. A second signal while stopping takes Python's default action. The
+console scripts install these handlers before anything heavy is imported
+(:mod:`aue_edge.ros_nodes.entry`). A bad
 parameter or model (an :class:`~aue_edge.edge.errors.AueError` while building the node) prints
 one line and exits with status 2, as the ``aue`` command does.
 """
 from __future__ import annotations
 
-import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -24,30 +25,8 @@ from rclpy.signals import SignalHandlerOptions
 from rclpy.utilities import remove_ros_args
 
 from aue_edge.edge.errors import AueError
+from aue_edge.ros_nodes.entry import StopRequest
 from aue_edge.ros_nodes.params import rcl_reason
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class StopRequest:
-    """Set by the first SIGINT / SIGTERM; restores the default actions for a second one."""
-
-    def __init__(self) -> None:
-        self.signal_name: str | None = None
-        self._previous = {sig: signal.signal(sig, self._on_signal) for sig in STOP_SIGNALS}
-
-    def _on_signal(self, signum: int, _frame) -> None:
-        self.signal_name = signal.Signals(signum).name
-        self.restore()
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    @property
-    def requested(self) -> bool:
-        return self.signal_name is not None
-
 
 def non_ros_args(program: str, argv: Sequence[str]) -> list[str]:
     """``argv`` without its ROS arguments, for the node's own argparse flags. Malformed ROS
@@ -64,10 +43,12 @@ def non_ros_args(program: str, argv: Sequence[str]) -> list[str]:
 
 
 def run_node(program: str, make_node: Callable[[], Node], args: Sequence[str] | None,
-             finished: Callable[[Node], bool] | None = None) -> int:
+             finished: Callable[[Node], bool] | None = None,
+             stop: StopRequest | None = None) -> int:
     """Build a node with ``make_node`` and spin it until a stop signal, shutdown or
-    ``finished(node)``."""
-    stop = StopRequest()
+    ``finished(node)``. ``stop``: the handlers an entry point installed before the imports
+    (:mod:`aue_edge.ros_nodes.entry`); None installs them here."""
+    stop = stop or StopRequest()
     rclpy.init(args=None if args is None else list(args),
                signal_handler_options=SignalHandlerOptions.NO)
     node = None

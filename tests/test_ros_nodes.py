@@ -650,3 +650,21 @@ def test_malformed_params_file_and_misspelt_parameter(ros_env, model_dir, tmp_pa
     code = _stop(process)
     log = log_path.read_text()
     assert code == 0 and "unknown parameter 'imgae_topic'" in log and "image_topic" in log, log
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_while_the_node_is_still_importing_exits_cleanly(ros_env, tmp_path, sig):
+    """ros2 run / the console scripts start in aue_edge.ros_nodes.entry: a signal while rclpy
+    and ONNX Runtime are still being imported (the first few tenths of a second) ends the
+    process with status 0 and no KeyboardInterrupt traceback."""
+    for delay_s in (0.1, 0.2):
+        log_path = tmp_path / f"early_{delay_s}.log"
+        log = open(log_path, "w", encoding="utf-8")
+        process = subprocess.Popen([sys.executable, "-m", "aue_edge.ros_nodes.entry",
+                                    "perception_node", "--ros-args", "-r",
+                                    "__node:=aue_perception_early"],
+                                   env=ros_env, stdout=log, stderr=log, text=True)
+        time.sleep(delay_s)
+        code = _stop(process, sig)
+        text = log_path.read_text()
+        assert code == 0 and "Traceback" not in text, (delay_s, code, text)
