@@ -15,8 +15,8 @@ frames in flight (published after the newest answered frame and younger than
 :data:`REPLY_TIMEOUT_S`: the queue depth the robot sees; a backlog would grow here) and the
 node's own /diagnostics counters. A frame that is not answered (replaced in the node's depth-1
 queue while it was busy, or lost by best-effort transport) counts as not answered; the node
-answers in order, so a frame older than an answered one will not be. Written: ``OUT/NAME.json`` and ``OUT/NAME.png``, the
-node's log ``OUT/NAME.node.log``.
+answers in order, so a frame older than an answered one will not be. Written:
+``OUT/NAME.json``, ``OUT/NAME.png`` and the node's log ``OUT/NAME.node.log``.
 
 Exit status 1 when the node exits during the soak (a crash), answers nothing for
 :data:`STALL_S` seconds, or does not stop cleanly (status 0) on SIGINT at the end.

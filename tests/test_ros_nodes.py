@@ -553,8 +553,9 @@ def test_4k_frames_arrive_with_the_shipped_profile_and_losses_are_explained(
     """A camera publishing 4K bgr8 (24.9 MB) best effort (sensor-data QoS) at 10 Hz. With the
     shipped shared-memory profile (every process of the set uses it) the frames arrive; with a
     16 MiB segment, smaller than one frame, they go over UDP in fragments and many are lost
-    (about a third here; most at 30 Hz), and the node's log says why. Arrivals are counted by a plain best-effort subscriber (the
-    node itself also drops frames while busy: its depth-1 queue keeps the newest)."""
+    (about a third at 10 Hz here), and the node's log says why. Arrivals are counted by a
+    plain best-effort subscriber (the node itself also drops frames while busy: its depth-1
+    queue keeps the newest)."""
     env = dict(ros_env)
     if segment_mib is not None:
         profile = tmp_path / "small_shm.xml"
