@@ -8,9 +8,10 @@ they shut the context down at once, under a running callback, which then fails t
 destroyed (the perception node closes its pipeline there), rclpy shut down, and the process
 exits with status 0. A second signal while stopping takes Python's default action. The
 console scripts install these handlers before anything heavy is imported
-(:mod:`aue_edge.ros_nodes.entry`). A bad
-parameter or model (an :class:`~aue_edge.edge.errors.AueError` while building the node) prints
-one line and exits with status 2, as the ``aue`` command does.
+(:mod:`aue_edge.ros_nodes.entry`). A bad parameter or model (an
+:class:`~aue_edge.edge.errors.AueError` while building the node) prints one line and exits
+with status 2, as the ``aue`` command does; so do malformed ROS arguments
+(:func:`non_ros_args`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from rclpy.utilities import remove_ros_args
 from aue_edge.edge.errors import AueError
 from aue_edge.ros_nodes.entry import StopRequest
 from aue_edge.ros_nodes.params import rcl_reason
+
 
 def non_ros_args(program: str, argv: Sequence[str]) -> list[str]:
     """``argv`` without its ROS arguments, for the node's own argparse flags. Malformed ROS
