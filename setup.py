@@ -78,9 +78,9 @@ setup(
     entry_points={
         "console_scripts": [
             "aue = aue_edge.cli:main",
-            "aue-perception = aue_edge.ros_nodes.perception_node:main",
-            "aue-image-source = aue_edge.ros_nodes.image_source:main",
-            "aue-emotion-listener = aue_edge.ros_nodes.emotion_listener:main",
+            "aue-perception = aue_edge.ros_nodes.entry:perception",
+            "aue-image-source = aue_edge.ros_nodes.entry:image_source",
+            "aue-emotion-listener = aue_edge.ros_nodes.entry:emotion_listener",
         ],
     },
     zip_safe=False,

@@ -10,7 +10,9 @@ The benchmark stage's command line (``aue_edge.cli`` dispatches ``aue bench`` he
   plots for a saved run, with ratios against a baseline run (e.g. Jetson vs workstation);
 - ``aue bench --engine X.engine [--batch N] [--cuda-graph] [--no-data-transfers] ...`` times a
   TensorRT engine like trtexec (needs TensorRT: see ``engine_bench``);
-- ``aue bench --machine`` prints the machine record.
+- ``aue bench --machine`` prints the machine record;
+- ``aue bench --soak MINUTES`` runs the ROS 2 perception node under a 30 Hz camera load and
+  reports latency, answered frames, memory and frames in flight over time (``soak``).
 """
 from __future__ import annotations
 
@@ -60,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--engine", metavar="ENGINE",
                       help="time a TensorRT engine like trtexec (needs TensorRT)")
     mode.add_argument("--machine", action="store_true", help="print the machine record and exit")
+    mode.add_argument("--soak", type=float, metavar="MINUTES",
+                      help="stream 640x480 frames with 1 and 5 faces at 30 Hz through the ROS 2 "
+                           "perception node for MINUTES; per-minute latency and answered "
+                           "frames, node memory and frames in flight (JSON + PNG); exit 1 on a "
+                           "crash (uses --model-dir, --threads, --face-image)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (runs, engine: {DEFAULT_OUT}; report: "
                              f"<RUN>_report beside RUN.json)")
@@ -250,5 +257,14 @@ def bench_main(argv: list[str]) -> int:
         return 0
     if args.engine is not None:
         return run_engine(args, argv)
+    if args.soak is not None:
+        if not args.soak > 0:
+            raise ConfigError(f"--soak takes minutes > 0, got {args.soak:g}")
+        from aue_edge.benchmarks.soak import run_soak
+
+        return run_soak(args.soak, args.out or DEFAULT_OUT,
+                        args.name or _default_name().replace("bench-", "soak-"),
+                        args.model_dirs[0] if args.model_dirs else None, args.num_threads,
+                        args.face_image, _command_line(argv))
     return run_suites(args, argv)
 

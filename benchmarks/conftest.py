@@ -183,20 +183,12 @@ def detector(bench_config):
 def frames(face_photo, detector):
     """{faces: 640x480 BGR frame}, each checked to hold exactly that many faces."""
     from aue_edge.benchmarks import scenes
+    from aue_edge.edge.errors import InputImageError
 
-    found = detector.detect(face_photo)
-    if len(found) != 1:
-        pytest.fail(f"the benchmark face photo must show exactly one face; YuNet found "
-                    f"{len(found)}. Pass --face-image with a photo of one face.", pytrace=False)
-    built = {1: scenes.one_face_frame(face_photo),
-             5: scenes.five_face_frame(scenes.head_crop(face_photo, found.boxes_xyxy[0]))}
-    for count, frame in built.items():
-        detected = len(detector.detect(frame))
-        if detected != count:
-            pytest.fail(f"the {count}-face benchmark frame holds {detected} detectable faces; "
-                        f"the '{count}face' cases would not time what their name says. Use "
-                        f"another --face-image.", pytrace=False)
-    return built
+    try:
+        return scenes.benchmark_frames(face_photo, detector)
+    except InputImageError as exc:
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -79,3 +79,21 @@ def five_face_frame(head_bgr: np.ndarray, size_px: tuple[int, int] = FRAME_SIZE_
         tile = cv2.resize(head_bgr, (side_px, side_px), interpolation=cv2.INTER_AREA)
         canvas[y_px:y_px + side_px, x_px:x_px + side_px] = tile
     return canvas
+
+
+def benchmark_frames(face_photo: np.ndarray, detector) -> dict[int, np.ndarray]:
+    """{faces: 640x480 BGR frame} for 1 and 5 faces, each checked with ``detector`` (a
+    :class:`~aue_edge.edge.face.yunet.YuNetDetector`) to hold exactly that many faces."""
+    found = detector.detect(face_photo)
+    if len(found) != 1:
+        raise InputImageError(f"the benchmark face photo must show exactly one face; YuNet "
+                              f"found {len(found)}. Pass --face-image with a photo of one face.")
+    built = {1: one_face_frame(face_photo),
+             5: five_face_frame(head_crop(face_photo, found.boxes_xyxy[0]))}
+    for count, frame in built.items():
+        detected = len(detector.detect(frame))
+        if detected != count:
+            raise InputImageError(f"the {count}-face benchmark frame holds {detected} detectable "
+                                  f"faces; the '{count}face' cases would not time what their "
+                                  f"name says. Use another --face-image.")
+    return built

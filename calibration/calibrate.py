@@ -48,6 +48,8 @@ from aue_edge.edge.checksums import sha256_of_files
 from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
 from aue_edge.edge.errors import CalibrationError, ModelFileError
 from aue_edge.edge.model_card import CARD_FILENAME, ModelCard, embed_card_in_onnx
+from aue_edge.edge.outputs import prepare_output_dir, staged_outputs
+from aue_edge.edge.pipeline import LoadedModel
 from aue_edge.edge.preprocess import to_model_input
 
 INT8_MODEL_FILENAME = "model.int8.onnx"
@@ -124,12 +126,31 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
     """
     model_path = Path(model_path)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    warnings: list[str] = []
     names = OUTPUT_NAMES[config.target]
     if (out_dir / names.model).resolve() == model_path.resolve():
         raise CalibrationError(f"--out {out_dir} would overwrite the input model {model_path}; "
                                f"calibrate the FP32 model or choose another folder")
+    created = prepare_output_dir(out_dir, output_files(config.target))
+    # Written into a staging folder and moved over the previous files only on success.
+    with staged_outputs(out_dir, created) as stage:
+        return _calibrate(model_path, card, calib_source, eval_source, config, out_dir, stage,
+                          names, eval_continues_calib, progress)
+
+
+def output_files(target: str) -> tuple[str, ...]:
+    """Every file name ``aue calibrate --target target`` may write into --out (the plots are
+    checked when written)."""
+    names = OUTPUT_NAMES[target]
+    return (names.model, names.report, names.images, CACHE_FILENAME, CARD_FILENAME,
+            Path(names.model).stem + ".card.json")
+
+
+def _calibrate(model_path: Path, card: ModelCard, calib_source: FaceSource,
+               eval_source: FaceSource | None, config: CalibrationConfig, out_dir: Path,
+               stage: Path, names: OutputNames, eval_continues_calib: bool, progress: bool
+               ) -> CalibrationOutputs:
+    """:func:`calibrate` writing into ``stage``; the paths returned are those in ``out_dir``."""
+    warnings: list[str] = []
     model = load_model(model_path)
     if any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node):
         raise CalibrationError(f"{model_path} is already quantised (it has Q/DQ nodes); "
@@ -140,6 +161,8 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
         # The cache and Q/DQ model are only as parseable as the FP32 graph they annotate.
         raise_for_targets(lint_model(model), (target.name,), str(model_path),
                           "Re-export it with 'aue export' (static ranks, opset 17).")
+    with _backend(model_path, config) as fp32:
+        LoadedModel(model_path, fp32, card, "FP32")   # the card must describe this model
     activations = activation_tensors(model)
     plan = plan_quantization(model, tuple(config.quantize_op_types), tuple(config.keep_fp32),
                              config.qdq_placement)
@@ -217,8 +240,8 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
         if facts["opset"] != opset_version(model):
             raise CalibrationError(f"the Q/DQ model changed the opset from "
                                    f"{opset_version(model)} to {facts['opset']}")
-        cache_path = write_cache(out_dir / CACHE_FILENAME, cache_ranges,
-                                 target.cache_version_code, algorithm)
+        write_cache(stage / CACHE_FILENAME, cache_ranges, target.cache_version_code, algorithm)
+        cache_path = out_dir / CACHE_FILENAME
         if target.implicit_int8 == "deprecated":
             warnings.append(f"TensorRT {target.name} deprecates implicit INT8 (calibration "
                             f"caches; removed in TensorRT 11): build {names.model} there")
@@ -250,7 +273,7 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
                          "kept_fp32": list(plan.kept_fp32),
                          "percentile": config.percentile if config.method == "percentile"
                          else None}
-    int8_path = out_dir / names.model
+    int8_path = stage / names.model
 
     # 5. held-out evaluation (needs the int8 model on disk)
     int8_card = card.replace(precision=names.precision,
@@ -279,7 +302,7 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
         "fp32_model": card.metrics})
     embed_card_in_onnx(int8_model, int8_card)
     onnx.save(int8_model, str(int8_path))
-    card_path = _write_card(int8_card, out_dir, model_path, names, warnings)
+    card_path = _write_card(int8_card, out_dir, stage, model_path, names, warnings)
 
     # 6. report + plots
     per_tensor = {}
@@ -313,13 +336,13 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
     worst_inputs = sorted(qdq_tensors, key=lambda n: per_tensor[n]["histogram_snr_db"]
                           if per_tensor[n]["histogram_snr_db"] is not None else math.inf)
     most_hurt = sorted(node_snr.items(), key=lambda kv: kv[1])[:MOST_HURT_COUNT]
-    plots = write_plots(out_dir, collector.histograms,
+    plots = write_plots(stage, collector.histograms,
                         worst_inputs[:config.plot_worst_tensors], amax, config.method,
                         config.percentile, config.entropy_start_bin,
                         config.entropy_max_clip_fraction, config.entropy_flatten_zero_bin,
                         node_snr, names.plot_suffix) \
         if config.plot_worst_tensors else []
-    _write_image_list(out_dir / names.images, calib_log, eval_log)
+    _write_image_list(stage / names.images, calib_log, eval_log)
     report = {
         "schema": REPORT_SCHEMA,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -357,9 +380,9 @@ def calibrate(model_path: str | Path, card: ModelCard, calib_source: FaceSource,
         "per_tensor": per_tensor,
         "warnings": warnings,
     }
-    report_path = out_dir / names.report
-    report_path.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    return CalibrationOutputs(out_dir, int8_path, cache_path, report_path, card_path, report)
+    (stage / names.report).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return CalibrationOutputs(out_dir, out_dir / names.model, cache_path,
+                              out_dir / names.report, out_dir / card_path.name, report)
 
 
 def _finite(value: float) -> float | None:
@@ -403,20 +426,21 @@ def _kept_fp32_tensors(model: onnx.ModelProto, kept: list[str]) -> set[str]:
     return out
 
 
-def _write_card(card: ModelCard, out_dir: Path, model_path: Path, names: OutputNames,
-                warnings: list[str]) -> Path:
-    """The INT8 card beside its model: target tensorrt writes card.json unless that folder's
-    card.json is the FP32 model's (then model.int8.card.json); target ort-cpu always writes
-    model.int8.ort.card.json, so a folder's card.json never describes it."""
-    named = out_dir / (Path(names.model).stem + ".card.json")
+def _write_card(card: ModelCard, out_dir: Path, stage: Path, model_path: Path,
+                names: OutputNames, warnings: list[str]) -> Path:
+    """The INT8 card beside its model (written into ``stage``, named for ``out_dir``): target
+    tensorrt writes card.json unless that folder's card.json is the FP32 model's (then
+    model.int8.card.json); target ort-cpu always writes model.int8.ort.card.json, so a folder's
+    card.json never describes it."""
+    named = Path(names.model).stem + ".card.json"
     if names.model != INT8_MODEL_FILENAME:
-        return card.save(named)
+        return card.save(stage / named)
     beside = out_dir / CARD_FILENAME
     if out_dir.resolve() == model_path.parent.resolve() and beside.is_file():
         warnings.append(f"{beside} belongs to the FP32 model and was kept; the INT8 card is in "
-                        f"{named.name} and in the ONNX metadata of {names.model}")
-        return card.save(named)
-    return card.save(beside)
+                        f"{named} and in the ONNX metadata of {names.model}")
+        return card.save(stage / named)
+    return card.save(stage / CARD_FILENAME)
 
 
 def _layer_outputs(model: onnx.ModelProto, int8_model: onnx.ModelProto,

@@ -21,6 +21,7 @@ from aue_edge.calibration.config import METHODS, QDQ_PLACEMENTS, TARGETS, load_c
 from aue_edge.edge.errors import ConfigError
 from aue_edge.edge.trt_cache import CACHE_ALGORITHMS
 from aue_edge.edge.model_card import ModelCard, find_card
+from aue_edge.edge.outputs import prepare_output_dir, remove_if_empty
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,8 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def calibrate_main(argv: list[str]) -> int:
-    from aue_edge.calibration.calibrate import calibrate
-    from aue_edge.calibration.sources import DatasetFaces, FolderFaces
+    from aue_edge.calibration.calibrate import output_files
 
     args = build_parser().parse_args(argv)
     config = load_config(args.config).replace(
@@ -115,6 +115,20 @@ def calibrate_main(argv: list[str]) -> int:
     if args.num_images is not None and args.min_images is None and \
             config.min_images > config.num_images:
         config = config.replace(min_images=config.num_images)
+    # --out first: an unwritable folder fails in one line before any data or model is read.
+    created = prepare_output_dir(args.out, output_files(config.target))
+    try:
+        return _calibrate_main(args, config)
+    except BaseException:
+        if created:
+            remove_if_empty(args.out)
+        raise
+
+
+def _calibrate_main(args: argparse.Namespace, config) -> int:
+    from aue_edge.calibration.calibrate import calibrate
+    from aue_edge.calibration.sources import DatasetFaces, FolderFaces
+
     card = ModelCard.load(args.card) if args.card else find_card(args.model)
 
     eval_continues = False

@@ -21,6 +21,11 @@ class ModelCardError(ModelFileError):
     """A model card that is missing, malformed or inconsistent with its model."""
 
 
+class InferenceError(AueError):
+    """An inference whose output cannot be a result (NaN or inf values) for one frame: that
+    frame is counted as failed and skipped, never reported."""
+
+
 class BackendUnavailableError(AueError):
     """A backend whose runtime (TensorRT, CUDA, an execution provider) is not installed here."""
 

@@ -13,9 +13,37 @@ import numpy as np
 
 from aue_edge.edge.errors import InputImageError
 
-__all__ = ["validate_frame"]
+__all__ = ["decode_image", "is_truncated_jpeg", "read_image_file", "validate_frame"]
 
 _UINT16_MAX = 65535
+_JPEG_SOI, _JPEG_SOS, _JPEG_EOI = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"
+
+
+def is_truncated_jpeg(data: bytes) -> bool:
+    """True for JPEG data cut off inside its image: no end-of-image marker after the last
+    start-of-scan. OpenCV decodes such data as an image whose missing rows are grey, with only
+    a libjpeg warning on stderr. (0xFF is always byte-stuffed in a scan's entropy-coded data,
+    so neither marker can occur there by chance.)"""
+    return data[:2] == _JPEG_SOI and data.rfind(_JPEG_EOI) < data.rfind(_JPEG_SOS)
+
+
+def decode_image(data: bytes, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    """An encoded image (file bytes, a CompressedImage's data) decoded with OpenCV, or None
+    when it cannot be decoded or is a truncated JPEG (:func:`is_truncated_jpeg`)."""
+    if not data or is_truncated_jpeg(data):
+        return None
+    return cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+
+
+def read_image_file(path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    """The image file at ``path`` decoded (:func:`decode_image`), or None when it cannot be
+    read or decoded: the one reader of image files for ``aue run`` and the image source."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError:
+        return None
+    return decode_image(data, flags)
 
 
 def validate_frame(frame: np.ndarray) -> np.ndarray:

@@ -25,6 +25,22 @@ CARD_FILENAME = "card.json"
 COLOR_MODES = ("rgb", "bgr", "gray3")
 
 
+# Template points closer than this (fractions of the crop), or a spread across their best
+# line below it, cannot fix a similarity transform.
+MIN_TEMPLATE_SPREAD = 0.01
+
+
+def _degenerate(points: tuple[tuple[float, float], ...]) -> bool:
+    """True when 5 template points are not a usable alignment target: two (nearly) coincide,
+    or all lie (nearly) on one line."""
+    import numpy as np
+
+    array = np.asarray(points, dtype=np.float64)
+    gaps = np.linalg.norm(array[:, None] - array[None], axis=-1)[np.triu_indices(len(array), 1)]
+    spread = np.linalg.svd(array - array.mean(axis=0), compute_uv=False)[-1]
+    return bool(gaps.min() < MIN_TEMPLATE_SPREAD or spread < MIN_TEMPLATE_SPREAD)
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """How an aligned face becomes the model's input tensor (NCHW float32).
@@ -111,6 +127,16 @@ class ModelCard:
         if self.alignment.template_5pt and len(self.alignment.template_5pt) != 5:
             problems.append(f"alignment.template_5pt needs 5 points, got "
                             f"{len(self.alignment.template_5pt)}")
+        elif self.alignment.template_5pt and _degenerate(self.alignment.template_5pt):
+            problems.append(f"alignment.template_5pt is degenerate (points repeated or on one "
+                            f"line: {[list(p) for p in self.alignment.template_5pt]}); no face "
+                            f"can be aligned to it. Use the template the model was trained with")
+        for field_name in ("emotion_labels", "au_names"):
+            names = getattr(self.outputs, field_name)
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                problems.append(f"outputs.{field_name} has duplicates: {duplicates}; every "
+                                f"output needs its own name")
         if self.outputs.emotion_probs is None and self.outputs.au_probs is None:
             problems.append("the model has neither an emotion nor an AU output")
         if self.outputs.emotion_probs is not None and not self.outputs.emotion_labels:

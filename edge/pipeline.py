@@ -47,7 +47,8 @@ from aue_edge.edge.backends.base import Backend
 from aue_edge.edge.backends.factory import BACKEND_KINDS, create_backend, find_model_card
 from aue_edge.edge.backends.trt_api import CUDA_BINDINGS  # a constant; TensorRT not imported
 from aue_edge.edge.config_files import read_yaml_with_lines
-from aue_edge.edge.errors import ConfigError, ModelCardError, ModelFileError
+from aue_edge.edge.errors import (AueError, ConfigError, InferenceError, ModelCardError,
+                                  ModelFileError)
 from aue_edge.edge.model_card import ModelCard
 from aue_edge.edge.results import FaceResult, FrameResult
 from aue_edge.edge.smoothing import SMOOTHING_METHODS, TrackSmoother
@@ -68,6 +69,9 @@ MODEL_FILES = {
 STAGES = ("detect", "align", "infer", "postprocess", "total")
 LANDMARKS_INPUT = "landmarks"
 LANDMARK_PROVIDERS = ("mean_shape", "mediapipe", "dlib")
+# Card output -> the card field naming one value per face in it.
+OUTPUT_NAMES_FIELD = {"emotion_probs": "emotion_labels", "au_probs": "au_names"}
+DRY_RUN_FACES = 2
 
 
 def _as_tuple(value: Any) -> Any:
@@ -310,8 +314,11 @@ def is_landmarks_input(name: str, card: ModelCard) -> bool:
             and list(spec.get("shape", []))[1:] == [68, 2])
 
 
-class _Model:
-    """One opened model (backend + card) with the checks the pipeline relies on."""
+class LoadedModel:
+    """One opened model (backend + card), checked against its card when opened: input name and
+    size, output names, label and AU counts (a dry run on a blank batch), finite outputs. The
+    pipeline runs its models through it; ``aue calibrate`` uses it to refuse a card that does
+    not describe the model before copying that card into its outputs."""
 
     def __init__(self, path: Path, backend: Backend, card: ModelCard, role: str) -> None:
         self.path, self.backend, self.card, self.role = path, backend, card, role
@@ -329,13 +336,72 @@ class _Model:
                 f"(68 points as fractions of the aligned crop). Re-export the {role} model "
                 f"with those inputs only.")
         self.needs_landmarks = bool(extra)
+        image_info = next(t for t in backend.inputs if t.name == card.input.name)
+        fixed_hw = tuple(image_info.shape[2:4]) if len(image_info.shape) == 4 else ()
+        if all(isinstance(d, int) and d > 0 for d in fixed_hw) and fixed_hw != tuple(
+                card.input.size_px):
+            raise ModelCardError(f"{path}: the card's input.size_px {list(card.input.size_px)} "
+                                 f"does not match the model: model input {card.input.name!r} is "
+                                 f"{tuple(image_info.shape)}; fix the card or re-export the "
+                                 f"model with 'aue export'")
         output_names = {t.name for t in backend.outputs}
-        for key, name in (("emotion_probs", card.outputs.emotion_probs),
-                          ("au_probs", card.outputs.au_probs)):
-            if name is not None and name not in output_names:
+        self.output_keys = [key for key in OUTPUT_NAMES_FIELD
+                            if getattr(card.outputs, key) is not None]
+        for key in self.output_keys:
+            name = getattr(card.outputs, key)
+            if name not in output_names:
                 raise ModelCardError(f"{path}: the card's outputs.{key} {name!r} is not a model "
                                      f"output (model outputs: {sorted(output_names)})")
         self.batch_limit = batch_limit(backend, card.input.name)
+        self.dry_run()
+
+    def dry_run(self) -> None:
+        """One inference on a blank batch (uniform grey faces of the card's input size): a
+        card that does not describe the model (input size, label or AU count) or a model that
+        gives NaN / inf fails here, when it is opened, not at the first face."""
+        from aue_edge.edge.preprocess import to_model_input
+
+        height, width = self.card.input.size_px
+        blank = np.full((DRY_RUN_FACES, height, width, 3), 128, np.uint8)
+        landmarks = (np.full((DRY_RUN_FACES, 68, 2), 0.5, np.float32) if self.needs_landmarks
+                     else None)
+        what = f"a blank batch of {DRY_RUN_FACES} faces of {height}x{width} px (the card's size)"
+        try:
+            outputs = self.infer(to_model_input(blank, self.card.input), landmarks)
+        except AueError:
+            raise
+        except Exception as exc:  # ONNX Runtime and TensorRT raise their own types
+            raise ModelCardError(f"{self.path}: the model does not run on {what}: {exc}. Fix "
+                                 f"the card's input (name, size_px) or re-export the model "
+                                 f"with 'aue export'") from None
+        for key in self.output_keys:
+            try:
+                self.output(outputs, key, DRY_RUN_FACES)
+            except InferenceError:
+                raise ModelFileError(
+                    f"{self.path}: the model gives non-finite values (NaN or inf) in output "
+                    f"{getattr(self.card.outputs, key)!r} on {what}: its weights are corrupt or "
+                    f"the export is broken; re-export it with 'aue export'") from None
+
+    def output(self, outputs: dict[str, np.ndarray], key: str, n: int) -> np.ndarray:
+        """The card's output ``key`` (emotion_probs / au_probs) for ``n`` faces, checked: one
+        value per name the card lists (else ModelCardError), all finite (else InferenceError:
+        no result for this frame)."""
+        tensor, names_field = getattr(self.card.outputs, key), OUTPUT_NAMES_FIELD[key]
+        expected = len(getattr(self.card.outputs, names_field))
+        values = np.asarray(outputs[tensor], dtype=np.float32)
+        if values.shape != (n, expected):
+            given = values.shape[-1] if values.ndim == 2 else "a different number of"
+            raise ModelCardError(
+                f"{self.path}: the card's outputs.{names_field} lists {expected} names but "
+                f"output {tensor!r} gives {given} values per face (shape {values.shape} for "
+                f"{n} faces); make the card list the model's outputs (re-export the model "
+                f"with 'aue export')")
+        if not np.isfinite(values).all():
+            raise InferenceError(f"{self.path}: output {tensor!r} has non-finite values (NaN "
+                                 f"or inf) for this frame ({n} faces): no result for it. If "
+                                 f"every frame fails, the model is broken: re-export it")
+        return values
 
     def infer(self, batch: np.ndarray, landmarks: np.ndarray | None = None
               ) -> dict[str, np.ndarray]:
@@ -383,7 +449,7 @@ class Pipeline:
         else:
             model_path = Path(getattr(backend, "model_path", "<backend>"))
         self._closables.append(backend)
-        self.model = _Model(model_path, backend, card, "emotion")
+        self.model = LoadedModel(model_path, backend, card, "emotion")
         if not card.alignment.template_5pt:
             warnings.warn(f"{model_path}: the model card has no alignment.template_5pt; "
                           f"aligning faces to the FER+ template instead. Re-export the model "
@@ -395,7 +461,7 @@ class Pipeline:
             au_card = find_model_card(au_path)
             au_backend = self._create_backend(au_path)
             self._closables.append(au_backend)
-            self.au_model = _Model(au_path, au_backend, au_card, "AU")
+            self.au_model = LoadedModel(au_path, au_backend, au_card, "AU")
             if au_card.outputs.au_probs is None:
                 raise ModelCardError(f"{au_path}: au_model_dir must hold an AU detector, but "
                                      f"its card has no outputs.au_probs")
@@ -524,7 +590,7 @@ class Pipeline:
         return to_model_input(crops, card.input)
 
     def _crop_landmarks(self, lm68: np.ndarray | None, landmarks5: np.ndarray,
-                        model: _Model) -> np.ndarray | None:
+                        model: LoadedModel) -> np.ndarray | None:
         """68 frame points -> fractions of the model's aligned crop (its ``landmarks`` input)."""
         if not model.needs_landmarks:
             return None
@@ -534,14 +600,6 @@ class Pipeline:
         # The similarity onto the template in fractions maps frame pixels to crop fractions.
         to_fractions = similarity_transform(landmarks5, template_array(self._template(model.card)))
         return transform_points(lm68, to_fractions).astype(np.float32)
-
-    def _check_output(self, name: str, values: np.ndarray, expected: int, n: int,
-                      model: _Model) -> np.ndarray:
-        values = np.asarray(values, dtype=np.float32)
-        if values.shape != (n, expected):
-            raise ModelCardError(f"{model.path}: output {name!r} has shape {values.shape}, the "
-                                 f"card lists {expected} names for {n} faces -> ({n}, {expected})")
-        return values
 
     def process(self, frame_bgr: np.ndarray, timestamp_s: float | None = None) -> FrameResult:
         """Run the whole chain on one frame; see the module docstring."""
@@ -576,15 +634,10 @@ class Pipeline:
                           else None)
             t_infer = time.perf_counter()
             if self.emotion_labels:
-                emotion = self._check_output(self.card.outputs.emotion_probs,
-                                             outputs[self.card.outputs.emotion_probs],
-                                             len(self.emotion_labels), n, self.model)
+                emotion = self.model.output(outputs, "emotion_probs", n)
             if self.au_names:
-                source, src_model = ((au_outputs, self.au_model) if au_outputs is not None
-                                     else (outputs, self.model))
-                au = self._check_output(self.au_card.outputs.au_probs,
-                                        source[self.au_card.outputs.au_probs],
-                                        len(self.au_names), n, src_model)
+                au = (self.au_model.output(au_outputs, "au_probs", n) if au_outputs is not None
+                      else self.model.output(outputs, "au_probs", n))
         else:
             t_align = t_infer = time.perf_counter()
         faces = self._postprocess(detections, emotion, au, float(timestamp_s))

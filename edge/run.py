@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -28,8 +29,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from aue_edge.edge.errors import ConfigError, InputImageError
-from aue_edge.edge.frames import validate_frame
+from aue_edge.edge.errors import ConfigError, InferenceError, InputImageError
+from aue_edge.edge.frames import read_image_file, validate_frame
+from aue_edge.edge.outputs import prepare_output_dir, remove_if_empty
 from aue_edge.edge.plotting import save_figure
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
@@ -37,6 +39,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 DEFAULT_FPS = 30.0
 # A damaged stretch longer than this ends a video (it is more likely a cut-off file).
 MAX_CONSECUTIVE_BAD_FRAMES = 30
+OUTPUT_FILES = ("results.jsonl", "summary.json", "latency.png", "annotated.mp4")
 
 
 @dataclass
@@ -49,6 +52,7 @@ class RunStats:
     max_faces_in_frame: int = 0
     unreadable: list[str] = field(default_factory=list)
     invalid_frames: list[str] = field(default_factory=list)
+    inference_errors: list[str] = field(default_factory=list)   # non-finite model outputs
     non_image_files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     timings_ms: dict[str, list[float]] = field(default_factory=dict)
@@ -85,6 +89,7 @@ class RunStats:
             "faces": self.faces, "max_faces_in_frame": self.max_faces_in_frame,
             "skipped": {"unreadable": self.unreadable,
                         "invalid_frames": self.invalid_frames,
+                        "inference_errors": self.inference_errors,
                         "non_image_files": self.non_image_files},
             "notes": self.notes,
             "emotions": self.emotions,
@@ -130,7 +135,7 @@ def iter_images(paths: list[Path], fps: float, stats: RunStats) -> Iterator[Fram
             continue
         # IMREAD_UNCHANGED keeps 16-bit and 4-channel images as they are: validate_frame
         # converts them, with the same rules as for camera frames.
-        image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        image = read_image_file(path, cv2.IMREAD_UNCHANGED)
         yield Frame(image, path.name, index, index / fps)
         index += 1
 
@@ -203,6 +208,7 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
         total = min(count, max_frames) if count > 0 and max_frames else (count or max_frames)
         independent = False
     n_read = 0
+    stopped_by = None
     results_path = out_dir / "results.jsonl"
     labels, au_names = pipeline.emotion_labels, pipeline.au_names
     bar = tqdm(total=total, unit="frame", desc="aue run", disable=not progress)
@@ -223,8 +229,10 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                     pipeline.reset()
                 try:
                     result = pipeline.process(frame.image, timestamp_s=frame.timestamp_s)
-                except InputImageError as exc:
-                    stats.invalid_frames.append(frame.name)
+                except (InputImageError, InferenceError) as exc:
+                    skipped = (stats.invalid_frames if isinstance(exc, InputImageError)
+                               else stats.inference_errors)
+                    skipped.append(frame.name)
                     tqdm.write(f"warning: {frame.name}: {exc}; skipped", file=sys.stderr)
                     continue
                 stats.add(result, au_names)
@@ -247,16 +255,19 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                     if drawn.shape[:2] != writer.size_hw:
                         drawn = cv2.resize(drawn, (writer.size_hw[1], writer.size_hw[0]))
                     writer.video.write(drawn)
-    except KeyboardInterrupt:
-        # Ctrl-C on a webcam run is the normal way to stop: keep what was written.
-        tqdm.write("interrupted: stopping and writing the summary", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # Ctrl-C on a webcam run is the normal way to stop (and SIGTERM, see run_main): keep
+        # what was written, close the video so it stays playable, write the summary.
+        stopped_by = str(exc) or "SIGINT"
+        stats.notes.append(f"stopped by {stopped_by} after {n_read} frames")
+        tqdm.write(f"{stopped_by}: stopping and writing the summary", file=sys.stderr)
     finally:
         bar.close()
         if capture is not None:
             capture.release()
         if writer is not None:
             writer.video.release()
-    if kind == "video" and total and n_read < total:
+    if kind == "video" and total and n_read < total and stopped_by is None:
         # A long damaged stretch ends the read loop like the end of the file (or the container
         # overstates its frame count); say so instead of pretending the video was shorter.
         stats.notes.append(f"the video ended after {n_read} of {total} frames (truncated file "
@@ -370,10 +381,29 @@ def run_main(argv: list[str]) -> int:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.fps is not None and args.fps <= 0:
         raise ConfigError(f"--fps must be > 0, got {args.fps}")
-    from aue_edge.edge.pipeline import Pipeline
 
     config = config_from_args(args)
-    parse_source(args.source)  # bad --source fails before the model loads
+    parse_source(args.source)  # bad --source or --out fails before the model loads
+    created = prepare_output_dir(args.out, OUTPUT_FILES)
+    # SIGTERM (docker stop, systemd) stops a run like Ctrl-C: summary written, video closed.
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        return _run(args, config)
+    except BaseException:
+        if created:
+            remove_if_empty(args.out)
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_sigterm(_signum, _frame) -> None:
+    raise KeyboardInterrupt("SIGTERM")
+
+
+def _run(args: argparse.Namespace, config) -> int:
+    from aue_edge.edge.pipeline import Pipeline
+
     started = time.perf_counter()
     with Pipeline(config) as pipeline:
         print(f"aue run: model {pipeline.model.path} ({config.backend}), "
@@ -384,12 +414,14 @@ def run_main(argv: list[str]) -> int:
                            progress=not args.no_progress)
     elapsed = time.perf_counter() - started
     skipped = (len(stats.unreadable) + len(stats.invalid_frames)
-               + len(stats.non_image_files))
-    total = stats.latency_table().get("total", {})
+               + len(stats.inference_errors) + len(stats.non_image_files))
+    total = stats.latency_table().get("total")
+    per_frame = f"per frame {total['mean_ms']:.1f} ms mean" if total else "no frame processed"
     print(f"aue run: {stats.frames} frames, {stats.faces} faces in {elapsed:.1f} s; "
-          f"per frame {total.get('mean_ms', float('nan')):.1f} ms mean; skipped {skipped} "
+          f"{per_frame}; skipped {skipped} "
           f"({len(stats.unreadable)} unreadable, {len(stats.invalid_frames)} invalid "
-          f"frames, {len(stats.non_image_files)} non-image files); results in {args.out}",
+          f"frames, {len(stats.inference_errors)} inference errors, "
+          f"{len(stats.non_image_files)} non-image files); results in {args.out}",
           file=sys.stderr)
     if stats.faces:
         top = sorted(stats.emotions.items(), key=lambda kv: -kv[1])

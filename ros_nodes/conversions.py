@@ -17,6 +17,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 
 from aue_edge.edge.errors import InputImageError
+from aue_edge.edge.frames import decode_image, is_truncated_jpeg
 
 # encoding -> channels. 8-bit colour and grey only: the pipeline needs 8-bit BGR, and depth or
 # Bayer images would need a decision (scaling, demosaicing) that belongs in the camera driver.
@@ -25,6 +26,13 @@ SUPPORTED_ENCODINGS = tuple(CHANNELS_BY_ENCODING)
 # Frames larger than this are rejected before allocating anything (a corrupt header could claim
 # gigapixels); 8K UHD fits with margin.
 MAX_SIDE_PX = 8192
+
+
+def check_side_limit(width: int, height: int) -> None:
+    """Raw and compressed input alike: at most :data:`MAX_SIDE_PX` per side."""
+    if height > MAX_SIDE_PX or width > MAX_SIDE_PX:
+        raise InputImageError(f"image of {width}x{height} px is larger than the {MAX_SIDE_PX} px "
+                              f"per side this node accepts; downscale it upstream")
 
 
 def image_to_bgr(msg: Image) -> np.ndarray:
@@ -43,9 +51,7 @@ def image_to_bgr(msg: Image) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height == 0 or width == 0:
         raise InputImageError(f"empty image: width={width}, height={height}; expected both > 0")
-    if height > MAX_SIDE_PX or width > MAX_SIDE_PX:
-        raise InputImageError(f"image of {width}x{height} px is larger than the {MAX_SIDE_PX} px "
-                              f"per side this node accepts; downscale it upstream")
+    check_side_limit(width, height)
     row_bytes = width * channels
     if step < row_bytes:
         raise InputImageError(
@@ -71,14 +77,19 @@ def image_to_bgr(msg: Image) -> np.ndarray:
 
 def compressed_to_bgr(msg: CompressedImage) -> np.ndarray:
     """Decode a ``sensor_msgs/CompressedImage`` (jpeg/png, as image_transport publishes it)."""
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
+    data = bytes(msg.data)
+    if not data:
         raise InputImageError(f"empty compressed image (format {msg.format!r}): no bytes")
-    frame = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if is_truncated_jpeg(data):
+        raise InputImageError(f"truncated JPEG of {len(data)} bytes (format {msg.format!r}): "
+                              f"no end-of-image marker after its scan data; the message was "
+                              f"cut off")
+    frame = decode_image(data)
     if frame is None:
         raise InputImageError(
-            f"compressed image of {data.size} bytes (format {msg.format!r}) could not be "
+            f"compressed image of {len(data)} bytes (format {msg.format!r}) could not be "
             f"decoded; expected jpeg or png data as image_transport's compressed plugin sends")
+    check_side_limit(frame.shape[1], frame.shape[0])
     return frame
 
 

@@ -57,7 +57,9 @@ def isolated_ros_env(domain_id: int | None = None) -> dict[str, str]:
 
 
 def node_command(module: str, *args: str) -> list[str]:
-    return [sys.executable, "-m", f"aue_edge.ros_nodes.{module}", *args]
+    """The command that starts node ``module`` as ``ros2 run`` does (stop signals handled from
+    the first instant: :mod:`aue_edge.ros_nodes.entry`)."""
+    return [sys.executable, "-m", "aue_edge.ros_nodes.entry", module, *args]
 
 
 def stop(process: subprocess.Popen, name: str) -> int:

@@ -21,13 +21,52 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 _PAGE_BYTES = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def resident_memory_mib() -> float | None:
-    """Current resident set size of this process (Linux /proc), or None elsewhere."""
+def resident_memory_mib(pid: int | str = "self") -> float | None:
+    """Current resident set size of a process (this one by default; Linux /proc), or None
+    elsewhere or when the process is gone."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as statm:
             return int(statm.read().split()[1]) * _PAGE_BYTES / 2**20
     except (OSError, ValueError, IndexError):
         return None
+
+
+FASTDDS_DEFAULT_SHM_SEGMENT_BYTES = 512 * 1024   # Fast DDS's built-in shared-memory transport
+
+
+def shm_segment_bytes(environ=os.environ) -> tuple[int, str] | None:
+    """(bytes, where from) of the Fast DDS shared-memory segment this process uses: the
+    largest ``segment_size`` of an SHM transport in ``FASTDDS_DEFAULT_PROFILES_FILE``, else
+    Fast DDS's built-in 512 KiB. None for another middleware or an unreadable profile."""
+    if not environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp").startswith("rmw_fastrtps"):
+        return None
+    profile = environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
+    if not profile:
+        return FASTDDS_DEFAULT_SHM_SEGMENT_BYTES, "Fast DDS's built-in shared-memory transport"
+    import xml.etree.ElementTree as ElementTree
+
+    try:
+        root = ElementTree.parse(profile).getroot()
+    except (OSError, ElementTree.ParseError):
+        return None
+    sizes = [int(d.findtext("{*}segment_size") or FASTDDS_DEFAULT_SHM_SEGMENT_BYTES)
+             for d in root.findall(".//{*}transport_descriptor") if d.findtext("{*}type") == "SHM"]
+    return (max(sizes), f"the Fast DDS profile {profile}") if sizes else None
+
+
+def drop_reason(frame_bytes: int, segment: tuple[int, str] | None) -> str:
+    """Why frames went missing: too large for the shared-memory segment (then they travel over
+    UDP in fragments, and best-effort input loses a frame with any one fragment), else replaced
+    in the depth-1 input queue while the pipeline was busy."""
+    if segment is not None and frame_bytes > segment[0]:
+        return (f"frames of {frame_bytes / 1e6:.1f} MB do not fit the "
+                f"{segment[0] / 2**20:g} MiB shared-memory segment of {segment[1]} (if the "
+                f"camera's process uses it too): they go over UDP in fragments and best-effort "
+                f"input loses a frame with any one of them. Give every process of the set "
+                f"config/fastdds_shm.xml (sized for 4K) or a larger segment_size, or set "
+                f"input_reliability:=reliable")
+    return ("the camera publishes faster than the pipeline runs; the node keeps the newest "
+            "frame. Lower the camera rate or use a faster backend to process every frame")
 
 
 @dataclass
@@ -38,18 +77,24 @@ class PerceptionStats:
     received: int = 0
     processed: int = 0
     rejected: int = 0
+    failed: int = 0
     dropped: int = 0
     faces_seen: int = 0
     last_rejection: str = ""
+    last_failure: str = ""
+    last_frame_bytes: int = 0
     _rejected_in_period: int = 0
+    _failed_in_period: int = 0
     _received_in_period: int = 0
     _dropped_in_period: int = 0
     _last_sequence: dict = field(default_factory=dict)
     _processed_at_s: deque = field(default_factory=deque)
     _timings_ms: dict = field(default_factory=dict)
 
-    def on_received(self, publisher_key: object | None, sequence_number: int | None) -> None:
-        """Count a frame; a gap in its publisher's sequence numbers counts as dropped frames.
+    def on_received(self, publisher_key: object | None, sequence_number: int | None,
+                    frame_bytes: int = 0) -> None:
+        """Count a frame (of ``frame_bytes`` on the wire); a gap in its publisher's sequence
+        numbers counts as dropped frames.
 
         The middleware numbers every sample a publisher sends: with the depth-1 keep-last
         input queue a frame that arrives while the pipeline is busy replaces the waiting one,
@@ -57,6 +102,7 @@ class PerceptionStats:
         """
         self.received += 1
         self._received_in_period += 1
+        self.last_frame_bytes = frame_bytes
         if publisher_key is None or sequence_number is None:
             return
         last = self._last_sequence.get(publisher_key)
@@ -73,6 +119,12 @@ class PerceptionStats:
         self.rejected += 1
         self._rejected_in_period += 1
         self.last_rejection = reason
+
+    def on_failed(self, reason: str) -> None:
+        """A frame whose inference gave no usable output (NaN / inf): no result for it."""
+        self.failed += 1
+        self._failed_in_period += 1
+        self.last_failure = reason
 
     def on_processed(self, now_s: float, num_faces: int, timings_ms: dict[str, float]) -> None:
         self.processed += 1
@@ -104,30 +156,39 @@ class PerceptionStats:
     def end_period(self) -> PeriodCounts:
         """What happened since the last call; starts a new diagnostics period."""
         counts = PeriodCounts(self._received_in_period, self._rejected_in_period,
-                              self._dropped_in_period)
+                              self._dropped_in_period, self._failed_in_period)
         self._received_in_period = self._rejected_in_period = self._dropped_in_period = 0
+        self._failed_in_period = 0
         return counts
 
 
 @dataclass(frozen=True)
 class PeriodCounts:
-    """Frames received, rejected (bad input) and dropped (stale) in one diagnostics period."""
+    """Frames received, rejected (bad input), dropped (stale) and failed (inference gave
+    NaN / inf) in one diagnostics period."""
 
     received: int
     rejected: int
     dropped: int
+    failed: int
 
 
 def diagnostics_msg(stats: PerceptionStats, period: PeriodCounts, stamp: Time, now_s: float,
                     name: str, hardware_id: str, state: str, info: dict[str, str],
                     image_topic: str) -> DiagnosticArray:
-    """One DiagnosticStatus for the node; level WARN when the period had bad or no frames.
+    """One DiagnosticStatus for the node; level ERROR when inference failed on a frame of the
+    period, WARN when the period had bad or no frames.
 
-    Dropped stale frames alone stay OK (a camera faster than the pipeline is normal, the node
-    then works on the newest frame) but are named in the message.
+    Dropped frames alone stay OK (a camera faster than the pipeline is normal, the node then
+    works on the newest frame) but are named in the message; the node adds why
+    (:func:`drop_reason`) to ``info``.
     """
     if state != "active":
         level, message = DiagnosticStatus.OK, f"{state}: not subscribed to {image_topic}"
+    elif period.failed:
+        level = DiagnosticStatus.ERROR
+        message = (f"inference failed on {period.failed} of {period.received} frames (no "
+                   f"result published): {stats.last_failure}")
     elif period.rejected:
         level = DiagnosticStatus.WARN
         message = (f"rejected {period.rejected} of {period.received} frames: "
@@ -137,7 +198,7 @@ def diagnostics_msg(stats: PerceptionStats, period: PeriodCounts, stamp: Time, n
     else:
         level, message = DiagnosticStatus.OK, "processing"
     if state == "active" and period.dropped:
-        message += f" (dropped {period.dropped} stale frames)"
+        message += f" (dropped {period.dropped} frames)"
     values = {
         "state": state,
         "fps": f"{stats.fps(now_s):.2f}",
@@ -145,8 +206,10 @@ def diagnostics_msg(stats: PerceptionStats, period: PeriodCounts, stamp: Time, n
         "frames_processed": str(stats.processed),
         "frames_dropped": str(stats.dropped),
         "frames_rejected": str(stats.rejected),
+        "frames_failed": str(stats.failed),
         "faces_seen": str(stats.faces_seen),
         "last_rejection": stats.last_rejection,
+        "last_failure": stats.last_failure,
     }
     for stage, (mean_ms, p50_ms, max_ms) in stats.latency_summary().items():
         values[f"latency_{stage}_ms_mean"] = f"{mean_ms:.2f}"

@@ -21,14 +21,14 @@ from dataclasses import dataclass
 from aue_msgs.msg import Emotion
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.utilities import remove_ros_args
 
 from aue_edge.ros_nodes.conversions import stamp_to_seconds
 from aue_edge.ros_nodes.params import ParamSpec, declare_parameters, read_parameters
-from aue_edge.ros_nodes.spin import run_node
+from aue_edge.ros_nodes.entry import StopRequest
+from aue_edge.ros_nodes.spin import non_ros_args, run_node
 
 PARAMS = (
-    ParamSpec("topic", "/emotion", "aue_msgs/Emotion topic to listen to"),
+    ParamSpec("topic", "/emotion", "aue_msgs/Emotion topic to listen to", topic=True),
     ParamSpec("min_confidence", 0.5, "ignore labels less probable than this (hysteresis "
               "against flicker between two close labels)", min_value=0.0, max_value=1.0),
     ParamSpec("lost_after_s", 1.5, "report the face as gone after this long without a message",
@@ -140,12 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: StopRequest | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    flags = vars(build_parser().parse_args(remove_ros_args(argv)))
+    flags = vars(build_parser().parse_args(non_ros_args("aue-emotion-listener", argv)))
     overrides = {name: value for name, value in flags.items() if value is not None}
     return run_node("aue-emotion-listener", lambda: EmotionListener(overrides), argv,
-                    finished=lambda node: node.done)
+                    finished=lambda node: node.done, stop=stop)
 
 
 if __name__ == "__main__":

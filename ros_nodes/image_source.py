@@ -25,13 +25,14 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image
 
 from aue_edge.edge.errors import ConfigError, InputImageError
+from aue_edge.edge.frames import read_image_file
 from aue_edge.ros_nodes.conversions import bgr_to_image
 from aue_edge.ros_nodes.params import ParamSpec, declare_parameters, read_parameters
-from aue_edge.ros_nodes.spin import run_node
+from aue_edge.ros_nodes.entry import StopRequest
+from aue_edge.ros_nodes.spin import non_ros_args, run_node
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # A webcam that returns this many failed reads in a row is gone (unplugged, taken by another
@@ -47,7 +48,8 @@ SETTLE_AFTER_MATCH_S = 0.5
 PARAMS = (
     ParamSpec("source", "", "video file, image folder, image file, or webcam[:N] (device N)"),
     ParamSpec("rate_hz", 30.0, "frames published per second", min_value=0.1, max_value=1000.0),
-    ParamSpec("topic", "/camera/image_raw", "sensor_msgs/Image topic to publish on"),
+    ParamSpec("topic", "/camera/image_raw", "sensor_msgs/Image topic to publish on",
+              topic=True),
     ParamSpec("frame_id", "camera", "header.frame_id of every image (the camera's TF frame)"),
     ParamSpec("encoding", "bgr8", "pixel encoding on the wire", choices=("bgr8", "rgb8", "mono8")),
     ParamSpec("loop", False, "start again at the end of a video or folder"),
@@ -136,7 +138,7 @@ class FrameReader:
                 self._next_file = 0
             path = self._files[self._next_file]
             self._next_file += 1
-            frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            frame = read_image_file(path)
             if frame is not None:
                 return frame
             self.skipped += 1
@@ -242,12 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: StopRequest | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    flags = vars(build_parser().parse_args(remove_ros_args(argv)))
+    flags = vars(build_parser().parse_args(non_ros_args("aue-image-source", argv)))
     overrides = {name: value for name, value in flags.items() if value is not None}
     return run_node("aue-image-source", lambda: ImageSource(overrides), argv,
-                    finished=lambda node: node.done)
+                    finished=lambda node: node.done, stop=stop)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ same message. Glue only: the meaning of each value belongs to the node or the ed
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +17,11 @@ from typing import Any
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType, SetParametersResult)
 from rclpy.exceptions import (InvalidParameterTypeException, InvalidParameterValueException,
-                               ParameterUninitializedException)
+                               InvalidTopicNameException, ParameterUninitializedException)
+from rclpy.expand_topic_name import expand_topic_name
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from rclpy.validate_full_topic_name import validate_full_topic_name
 
 from aue_edge.edge.errors import ConfigError
 
@@ -26,6 +29,13 @@ _TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEG
           float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 _UNSET_TYPES = {bool: Parameter.Type.BOOL, int: Parameter.Type.INTEGER,
                 float: Parameter.Type.DOUBLE, str: Parameter.Type.STRING}
+
+
+def rcl_reason(exc: Exception) -> str:
+    """An rcl/rclpy error as one line: its first line without rcl's source locations
+    (", at /project/src/...c:352"), which say nothing to a user."""
+    reason = re.sub(r", at \S+:\d+", "", str(exc).splitlines()[0])
+    return reason.replace(". Error: error not set", "").strip()
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,7 @@ class ParamSpec:
     min_value: float | None = None
     max_value: float | None = None
     read_only: bool = False
+    topic: bool = False         # a ROS topic name: checked as rclpy will check it
 
     @property
     def kind(self) -> type:
@@ -85,11 +96,30 @@ class ParamSpec:
             return f"parameter '{self.name}' is {value}; expected >= {self.min_value}"
         if self.max_value is not None and value > self.max_value:
             return f"parameter '{self.name}' is {value}; expected <= {self.max_value}"
+        if self.topic:
+            try:
+                validate_full_topic_name(expand_topic_name(value, "node", "/"))
+            except (InvalidTopicNameException, ValueError) as exc:
+                return (f"parameter '{self.name}' is {value!r}, not a valid ROS topic name: "
+                        f"{rcl_reason(exc).split(': ', 1)[-1]}")
         return None
 
 
 def declare_parameters(node: Node, specs: Sequence[ParamSpec]) -> None:
-    """Declare every spec; an override of the wrong type or out of range is a ConfigError."""
+    """Declare every spec; an override of the wrong type or out of range is a ConfigError.
+    An override naming no parameter of the node (a misspelt ``-p`` or params-file entry, which
+    rclpy ignores) is warned about with the known names."""
+    known = {spec.name for spec in specs}
+    # rclpy keeps every override given for this node (command line, params files) here and
+    # ignores those never declared; use_sim_time and qos_overrides.* are rclpy's own.
+    unknown = sorted(name for name in getattr(node, "_parameter_overrides", {})
+                     if name not in known and name != "use_sim_time"
+                     and not name.startswith("qos_overrides."))
+    if unknown:
+        node.get_logger().warning(
+            f"unknown parameter{'s' * (len(unknown) > 1)} "
+            f"{', '.join(repr(n) for n in unknown)} ignored (misspelt?); this node's "
+            f"parameters: {', '.join(sorted(known))}")
     for spec in specs:
         try:
             default = (_UNSET_TYPES[spec.kind] if isinstance(spec.default, type)

@@ -37,37 +37,43 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CompressedImage, Image
 
 from aue_edge.edge.backends.factory import BACKEND_KINDS
-from aue_edge.edge.errors import AueError, ConfigError, InputImageError
+from aue_edge.edge.errors import AueError, ConfigError, InferenceError, InputImageError
 from aue_edge.edge.pipeline import Pipeline, PipelineConfig, resolve_model_file
 from aue_edge.edge.smoothing import SMOOTHING_METHODS
 from aue_edge.ros_nodes.conversions import compressed_to_bgr, image_to_bgr, stamp_to_seconds
-from aue_edge.ros_nodes.diagnostics import PerceptionStats, diagnostics_msg
+from aue_edge.ros_nodes.diagnostics import (PerceptionStats, diagnostics_msg, drop_reason,
+                                            shm_segment_bytes)
 from aue_edge.ros_nodes.messages import (PRIMARY_FACE_RULES, action_units_msg, emotion_msg,
                                          face_array_msg, select_primary_face)
 from aue_edge.ros_nodes.params import (ParamSpec, declare_parameters, read_parameters,
                                        reject_invalid_updates)
-from aue_edge.ros_nodes.spin import run_node
+from aue_edge.ros_nodes.entry import StopRequest
+from aue_edge.ros_nodes.spin import non_ros_args, run_node
 
 NODE_NAME = "aue_perception"
 PRECISIONS = ("auto", "fp32", "fp16", "int8")
 NODE_PARAMS = (
     ParamSpec("autostart", True, "configure and activate at start; false: wait for a "
               "lifecycle manager (~/change_state)", read_only=True),
-    ParamSpec("image_topic", "/camera/image_raw", "sensor_msgs/Image input topic"),
+    ParamSpec("image_topic", "/camera/image_raw", "sensor_msgs/Image input topic",
+              topic=True),
     ParamSpec("input_transport", "raw", "raw: sensor_msgs/Image on image_topic; compressed: "
               "sensor_msgs/CompressedImage on image_topic + '/compressed'",
               choices=("raw", "compressed")),
     ParamSpec("input_reliability", "best_effort", "input QoS reliability (history is always "
               "keep-last depth 1: stale frames are dropped, never queued)",
               choices=("best_effort", "reliable")),
-    ParamSpec("emotion_topic", "/emotion", "aue_msgs/Emotion of the primary face"),
-    ParamSpec("action_units_topic", "/action_units", "aue_msgs/ActionUnits of the primary face"),
-    ParamSpec("faces_topic", "/faces", "aue_msgs/FaceArray of every face, every frame"),
-    ParamSpec("diagnostics_topic", "/diagnostics", "diagnostic_msgs/DiagnosticArray topic"),
+    ParamSpec("emotion_topic", "/emotion", "aue_msgs/Emotion of the primary face",
+              topic=True),
+    ParamSpec("action_units_topic", "/action_units", "aue_msgs/ActionUnits of the primary face",
+              topic=True),
+    ParamSpec("faces_topic", "/faces", "aue_msgs/FaceArray of every face, every frame",
+              topic=True),
+    ParamSpec("diagnostics_topic", "/diagnostics", "diagnostic_msgs/DiagnosticArray topic",
+              topic=True),
     ParamSpec("output_queue_depth", 10, "depth of the reliable output queues", min_value=1,
               max_value=1000),
     ParamSpec("primary_face", "largest", "face published on /emotion and /action_units: "
@@ -157,6 +163,8 @@ class PerceptionNode(LifecycleNode):
         self.state_name = "unconfigured"
         self._primary_id: int | None = None
         self._hardware_id = socket.gethostname()
+        # Frames larger than the shared-memory segment are mostly lost: the log says so.
+        self._shm_segment = shm_segment_bytes()
         # Diagnostics are not lifecycle-managed: they report "unconfigured"/"inactive" too.
         self._diagnostics_pub = self.create_publisher(
             DiagnosticArray, self.params["diagnostics_topic"], 10)
@@ -255,7 +263,7 @@ class PerceptionNode(LifecycleNode):
         gid = info.get("publisher_gid") if info else None
         publisher_key = bytes(gid["data"]) if isinstance(gid, dict) and "data" in gid else None
         self.stats.on_received(publisher_key, info.get("publication_sequence_number")
-                               if info else None)
+                               if info else None, len(msg.data))
         if self.pipeline is None:
             return
         stamp_s = stamp_to_seconds(msg.header.stamp)
@@ -269,6 +277,10 @@ class PerceptionNode(LifecycleNode):
             self.stats.on_rejected(str(exc))
             self.get_logger().warning(f"skipped a frame on {self._subscription.topic_name}: "
                                       f"{exc}", throttle_duration_sec=2.0)
+            return
+        except InferenceError as exc:
+            self.stats.on_failed(str(exc))
+            self.get_logger().error(f"no result for a frame: {exc}", throttle_duration_sec=2.0)
             return
         primary = select_primary_face(result.faces, self.params["primary_face"], result.width,
                                       result.height, self._primary_id,
@@ -297,16 +309,16 @@ class PerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------ diagnostics
     def publish_diagnostics(self) -> None:
         period = self.stats.end_period()
-        if period.dropped:
-            self.get_logger().warning(
-                f"dropped {period.dropped} stale frames on {self.params['image_topic']} in the "
-                f"last {self.params['diagnostics_period_s']:g} s: the camera publishes faster "
-                f"than the pipeline runs ({self.stats.fps(time.monotonic()):.1f} fps); the "
-                f"node keeps the newest frame. Lower the camera rate or use a faster backend "
-                f"to process every frame", throttle_duration_sec=10.0)
         info = {"image_topic": self.params["image_topic"],
                 "input_transport": self.params["input_transport"],
                 "primary_face": self.params["primary_face"]}
+        if period.dropped:
+            info["drop_reason"] = drop_reason(self.stats.last_frame_bytes, self._shm_segment)
+            self.get_logger().warning(
+                f"dropped {period.dropped} frames on {self.params['image_topic']} in the last "
+                f"{self.params['diagnostics_period_s']:g} s "
+                f"({self.stats.fps(time.monotonic()):.1f} fps processed): "
+                f"{info['drop_reason']}", throttle_duration_sec=10.0)
         if self.pipeline is not None:
             card = self.pipeline.card
             info.update(backend=self.pipeline.config.backend, precision=card.precision,
@@ -335,9 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, stop: StopRequest | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    flags = vars(build_parser().parse_args(remove_ros_args(argv)))
+    flags = vars(build_parser().parse_args(non_ros_args("aue-perception", argv)))
     overrides = {name: value for name, value in flags.items() if value is not None}
 
     def make_node() -> PerceptionNode:
@@ -346,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             node.start()
         return node
 
-    return run_node("aue-perception", make_node, argv)
+    return run_node("aue-perception", make_node, argv, stop=stop)
 
 
 if __name__ == "__main__":

@@ -339,3 +339,92 @@ def test_a_model_tensorrt_would_reject_is_refused_before_any_output(model_dir, t
                                            r"\[lrn-window\] even_lrn"):
         calibrate(bad, CARD, train_faces, None, config, out, progress=False)
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_an_interrupted_run_never_replaces_good_outputs(entropy_run, model_dir, ferplus_root,
+                                                        tmp_path):
+    """Ctrl-C after the new cache is written (during the held-out evaluation): the previous
+    run's files stay byte for byte, and nothing of the failed run is left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "good"
+    shutil.copytree(entropy_run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    started = time.time()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aue_edge", "calibrate", str(model_dir / "model.onnx"),
+         "--dataset", "ferplus", "--root", str(ferplus_root), "--split", "train", "--method",
+         "minmax", "--num-images", "64", "--min-images", "64", "--eval-split", "valid",
+         "--eval-images", "1000", "--num-threads", "1", "--out", str(out), "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    written = False
+    while process.poll() is None and not written:
+        written = any(p.stat().st_mtime >= started for p in out.rglob("calibration.cache"))
+        time.sleep(0.01)
+    assert written, "the run ended before it wrote a cache: " + process.communicate()[0]
+    os.kill(process.pid, signal.SIGINT)
+    output = process.communicate(timeout=60)[0]
+    assert process.returncode != 0, output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_unwritable_out_fails_in_one_line_before_any_work(model_dir, tmp_path, capsys):
+    """A file, an unwritable folder, an output name taken by a folder: one line, status 2,
+    reported before the data set or the model is read (the --root here does not exist)."""
+    args = ["calibrate", str(model_dir / "model.onnx"), "--dataset", "ferplus", "--root",
+            str(tmp_path / "no_such_root"), "--no-progress", "--out"]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    taken = tmp_path / "taken"
+    (taken / "model.int8.onnx").mkdir(parents=True)
+    for out, message in ((a_file, "is a file, not a folder"),
+                         ("/sys/kernel", "[Errno 13] Permission denied"),
+                         (taken, "model.int8.onnx is a folder")):
+        assert aue(args + [str(out)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_card_that_does_not_match_the_model_is_refused_not_copied(model_dir, ferplus_root,
+                                                                   tmp_path, capsys):
+    """The model gives 8 emotion probabilities; a card listing 7 labels must not travel into
+    the INT8 outputs (the edge would refuse them later, or worse)."""
+    wrong = tmp_path / "wrong_card.json"
+    CARD.replace(outputs=OutputSpec(emotion_labels=FERPLUS_LABELS[:7],
+                                    au_names=AU_NAMES)).save(wrong)
+    out = tmp_path / "out"
+    code = aue(["calibrate", str(model_dir / "model.onnx"), "--card", str(wrong), "--dataset",
+                "ferplus", "--root", str(ferplus_root), "--num-images", "64", "--no-eval",
+                "--num-threads", "1", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "emotion_labels lists 7 names" in err, err
+    assert not out.exists()
+
+
+def test_a_tensor_zero_on_every_calibration_image_is_noted_not_a_crash(model_dir, train_faces,
+                                                                       tmp_path):
+    """The first release crashed here (a loop variable shadowed the output file names) after
+    overwriting calibration.cache; now the run completes and notes the tensor."""
+    from aue_edge.calibration.calibrate import calibrate
+
+    model = onnx.load(str(model_dir / "model.onnx"))
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.float32(0.0), "zero"))
+    graph.node.insert(1, helper.make_node("Mul", ["conv", "zero"], ["dead"], name="dead"))
+    graph.node.insert(2, helper.make_node("Add", ["conv", "dead"], ["conv_live"],
+                                          name="live"))
+    next(n for n in graph.node if n.name == "relu").input[0] = "conv_live"
+    folder = tmp_path / "dead_tensor"
+    folder.mkdir()
+    onnx.save(model, str(folder / "model.onnx"))
+    config = CalibrationConfig(method="entropy", num_images=64, min_images=64, num_threads=1,
+                               plot_worst_tensors=0)
+    result = calibrate(folder / "model.onnx", CARD, train_faces, None, config, folder / "out",
+                       progress=False)
+    assert result.cache.is_file() and result.int8_model.is_file()
+    assert "note" in result.summary["per_tensor"]["dead"], result.summary["per_tensor"]["dead"]
+    assert any("dead" in w for w in result.summary["warnings"]), result.summary["warnings"]

@@ -45,15 +45,22 @@ def standin_weights(num_emotions: int, num_aus: int, seed: int = SEED):
 def build_standin_model(out_dir: Path, *, batch: int | str = "N", size_px=(112, 112),
                         color: str = "gray3", labels=FERPLUS_LABELS, au_names=AUECRL_AUS,
                         file_name: str = "model.onnx", extra_input: str | None = None,
-                        seed: int = SEED, au_only: bool = False) -> Path:
+                        seed: int = SEED, au_only: bool = False,
+                        non_finite: str | None = None) -> Path:
     """A tiny ONNX model with the shipped model's I/O: ``image`` (N,3,H,W) -> ``emotion_probs``
     = softmax(mean_hw(image) @ W1 + b1), ``au_probs`` = sigmoid(mean_hw(image) @ W2 + b2);
     ``card.json`` beside it. Test stand-in only.
 
     ``extra_input="landmarks"`` adds LP-Net's declared (N, 68, 2) input, whose mean is added to
-    the AU logits; ``extra_input="pose"`` an undeclared (N, 3) input."""
+    the AU logits; ``extra_input="pose"`` an undeclared (N, 3) input.
+
+    ``non_finite="always"``: the emotion weights are NaN (a corrupted file); ``"on_faces"``:
+    ``sqrt(1e-4 - variance of the crop)`` is added to the emotion logits, finite on a blank
+    (uniform) crop but NaN on a real face."""
     out_dir.mkdir(parents=True, exist_ok=True)
     w1, b1, w2, b2 = standin_weights(len(labels), len(au_names), seed)
+    if non_finite == "always":
+        w1 = np.full_like(w1, np.nan)
     h, w = size_px
     nodes = [helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
              helper.make_node("Flatten", ["pooled"], ["feat"], axis=1),
@@ -62,9 +69,25 @@ def build_standin_model(out_dir: Path, *, batch: int | str = "N", size_px=(112, 
     outputs = [helper.make_tensor_value_info("au_probs", TensorProto.FLOAT, [batch, len(au_names)])]
     inits = [numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(b2, "b2")]
     if not au_only:
+        em_logits = "em_logits"
         nodes += [helper.make_node("MatMul", ["feat", "w1"], ["em_mm"]),
-                  helper.make_node("Add", ["em_mm", "b1"], ["em_logits"]),
-                  helper.make_node("Softmax", ["em_logits"], ["emotion_probs"], axis=1)]
+                  helper.make_node("Add", ["em_mm", "b1"], ["em_logits"])]
+        if non_finite == "on_faces":
+            em_logits = "em_logits_var"
+            nodes += [helper.make_node("Mul", ["image", "image"], ["sq"]),
+                      helper.make_node("ReduceMean", ["sq"], ["mean_sq"], axes=[2, 3],
+                                       keepdims=0),
+                      helper.make_node("ReduceMean", ["image"], ["mean"], axes=[2, 3],
+                                       keepdims=0),
+                      helper.make_node("Mul", ["mean", "mean"], ["mean2"]),
+                      helper.make_node("Sub", ["mean_sq", "mean2"], ["var_c"]),
+                      helper.make_node("ReduceMean", ["var_c"], ["var"], axes=[1],
+                                       keepdims=1),
+                      helper.make_node("Sub", ["eps", "var"], ["margin"]),
+                      helper.make_node("Sqrt", ["margin"], ["root"]),
+                      helper.make_node("Add", ["em_logits", "root"], [em_logits])]
+            inits.append(numpy_helper.from_array(np.float32(1e-4), "eps"))
+        nodes.append(helper.make_node("Softmax", [em_logits], ["emotion_probs"], axis=1))
         outputs.insert(0, helper.make_tensor_value_info("emotion_probs", TensorProto.FLOAT,
                                                         [batch, len(labels)]))
         inits += [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(b1, "b1")]
@@ -322,9 +345,10 @@ def test_missing_corrupt_and_mismatched_models(tmp_path, astronaut_bgr):
     card = json.loads((wrong_labels / "card.json").read_text())
     card["outputs"]["emotion_labels"] = list(FERPLUS_LABELS)   # card says 8, model gives 7
     (wrong_labels / "card.json").write_text(json.dumps(card))
-    with Pipeline.from_model_dir(wrong_labels) as pipeline:
-        with pytest.raises(ModelCardError, match=r"shape \(1, 7\)"):
-            pipeline.process(astronaut_bgr, 0.0)
+    # Checked when the model is loaded (a dry run), not at the first face.
+    with pytest.raises(ModelCardError, match=r"outputs.emotion_labels lists 8 names.*"
+                                             r"gives 7 values"):
+        Pipeline.from_model_dir(wrong_labels)
     extra = tmp_path / "extra"
     build_standin_model(extra, extra_input="pose")
     with pytest.raises(ModelFileError, match=r"inputs \['pose'\] that the pipeline cannot feed"):
@@ -398,3 +422,81 @@ def test_au_model_with_landmarks_input_gets_mean_shape_points(model_dir, astrona
     assert len(faces) == 2
     for face, expected in zip(faces, want):
         np.testing.assert_allclose(face.au_probs, expected, rtol=1e-4, atol=1e-5)
+
+
+def _edit_card(directory: Path, edit) -> None:
+    card = json.loads((directory / "card.json").read_text())
+    edit(card)
+    (directory / "card.json").write_text(json.dumps(card))
+
+
+def test_a_card_that_does_not_match_its_model_fails_at_load(tmp_path):
+    """Label and AU counts, input size and names are checked against the model when it is
+    opened, with a dry run on a blank batch: never at the first face."""
+    cases = {
+        "au_count": (lambda c: c["outputs"].update(au_names=c["outputs"]["au_names"][:16]),
+                     r"outputs.au_names lists 16 names.*gives 17 values"),
+        "input_size": (lambda c: c["input"].update(size_px=[96, 96]),
+                       r"input.size_px \[96, 96\].*model input 'image' is \(\'N\', 3, 112, 112\)"),
+        "output_name": (lambda c: c["outputs"].update(au_probs="aus"),
+                        r"outputs.au_probs 'aus' is not a model output"),
+    }
+    for name, (edit, message) in cases.items():
+        directory = tmp_path / name
+        build_standin_model(directory)
+        _edit_card(directory, edit)
+        with pytest.raises(ModelCardError, match=message):
+            Pipeline.from_model_dir(directory)
+    # A model with dynamic height and width: only the dry run can tell (it runs the card's
+    # size through it); this one accepts any size, so a 96 px card is fine.
+    dynamic = tmp_path / "dynamic"
+    model = onnx.load(str(build_standin_model(dynamic)))
+    for dim, name in zip(model.graph.input[0].type.tensor_type.shape.dim[2:], "HW"):
+        dim.dim_param = name
+    onnx.save(model, str(dynamic / "model.onnx"))
+    _edit_card(dynamic, lambda c: c["input"].update(size_px=[96, 96]))
+    with Pipeline.from_model_dir(dynamic, num_threads=1) as pipeline:
+        assert pipeline.card.input.size_px == (96, 96)
+
+
+def test_a_model_with_non_finite_outputs_is_refused_at_load(tmp_path):
+    corrupted = tmp_path / "nan_weights"
+    build_standin_model(corrupted, non_finite="always")
+    with pytest.raises(ModelFileError, match=r"non-finite.*emotion_probs.*blank batch"):
+        Pipeline.from_model_dir(corrupted)
+
+
+def test_a_non_finite_output_at_run_time_is_an_error_for_that_frame(tmp_path, astronaut_bgr):
+    from aue_edge.edge.errors import InferenceError
+
+    directory = tmp_path / "nan_on_faces"
+    build_standin_model(directory, non_finite="on_faces")
+    with make_pipeline(directory) as pipeline:     # the blank dry run is finite
+        with pytest.raises(InferenceError, match=r"'emotion_probs' has non-finite values"):
+            pipeline.process(astronaut_bgr, 0.0)
+        # A frame without faces runs no inference and still gives a result.
+        assert pipeline.process(np.full((240, 320, 3), 90, np.uint8), 0.1).faces == []
+
+
+def test_cards_with_duplicate_names_or_a_degenerate_template_are_refused(tmp_path):
+    """Both would give silently wrong results: a label that can never be told apart, or an
+    alignment that cannot map a face onto the template."""
+    cases = {
+        "duplicate_labels": (lambda c: c["outputs"].update(
+            emotion_labels=["neutral", "happiness", "happiness"] + c["outputs"][
+                "emotion_labels"][3:]), r"emotion_labels has duplicates: \['happiness'\]"),
+        "duplicate_aus": (lambda c: c["outputs"].update(
+            au_names=["AU1"] + c["outputs"]["au_names"][:-1]), r"au_names has duplicates"),
+        "points_on_a_line": (lambda c: c["alignment"].update(
+            template_5pt=[[0.1 * i, 0.5] for i in range(1, 6)]),
+            r"template_5pt is degenerate"),
+        "repeated_point": (lambda c: c["alignment"].update(
+            template_5pt=[[0.3, 0.4]] * 2 + c["alignment"]["template_5pt"][2:]),
+            r"template_5pt is degenerate"),
+    }
+    for name, (edit, message) in cases.items():
+        directory = tmp_path / name
+        build_standin_model(directory)
+        _edit_card(directory, edit)
+        with pytest.raises(ModelCardError, match=message):
+            Pipeline.from_model_dir(directory)

@@ -138,3 +138,161 @@ def test_make_demo_command_with_the_shipped_model_reads_the_smile(repo_root, tmp
     assert len(faces) == 30 + 10 * 3
     assert {f["emotion"] for f in faces} == {"happiness"}
     assert all(len(f["au_probs"]) == 17 for f in faces)
+
+
+def _strict_json(text: str):
+    """json.loads that refuses NaN / Infinity (Python's accepts them; JSON does not)."""
+    def refuse(token):
+        raise ValueError(f"{token} is not valid JSON")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_card_that_does_not_match_fails_before_the_first_frame(tmp_path, astronaut_bgr,
+                                                                 capsys):
+    wrong = tmp_path / "wrong"
+    build_standin_model(wrong, labels=FERPLUS_LABELS[:7])
+    card = json.loads((wrong / "card.json").read_text())
+    card["outputs"]["emotion_labels"] = list(FERPLUS_LABELS)
+    (wrong / "card.json").write_text(json.dumps(card))
+    image = tmp_path / "face.png"
+    cv2.imwrite(str(image), astronaut_bgr)
+    out = tmp_path / "out"
+    code = aue_main(["run", "--source", str(image), "--out", str(out), "--model", str(wrong),
+                     "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "emotion_labels lists 8 names" in err, err
+    assert not (out / "results.jsonl").exists()
+
+
+@pytest.mark.parametrize("annotate", [False, True])
+def test_non_finite_outputs_are_counted_never_written(tmp_path, astronaut_bgr, capsys, annotate):
+    directory = tmp_path / "nan_on_faces"
+    build_standin_model(directory, non_finite="on_faces")
+    src = tmp_path / "images"
+    src.mkdir()
+    cv2.imwrite(str(src / "a_face.png"), astronaut_bgr)
+    cv2.imwrite(str(src / "b_empty.png"), np.full((240, 320, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    code = aue_main(["run", "--source", str(src), "--out", str(out), "--model", str(directory),
+                     "--no-progress"] + ([] if annotate else ["--no-annotate"]))
+    err = capsys.readouterr().err
+    assert code == 0, err
+    lines = [_strict_json(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [ln["source"] for ln in lines] == ["b_empty.png"]
+    summary = _strict_json((out / "summary.json").read_text())
+    assert summary["skipped"]["inference_errors"] == ["a_face.png"]
+    assert "warning: a_face.png: " in err and "'emotion_probs' has non-finite values" in err
+    assert "1 inference errors" in err
+
+
+def test_a_truncated_jpeg_is_counted_as_unreadable(model_dir, astronaut_bgr, tmp_path, capsys):
+    """OpenCV decodes a cut-off JPEG as a grey-filled image (only a libjpeg warning): it must
+    not be processed as a picture with 0 faces."""
+    src = tmp_path / "images"
+    src.mkdir()
+    jpeg = cv2.imencode(".jpg", astronaut_bgr)[1].tobytes()
+    (src / "a_whole.jpg").write_bytes(jpeg)
+    (src / "b_cut.jpg").write_bytes(jpeg[:len(jpeg) * 2 // 3])
+    out = tmp_path / "out"
+    assert aue_main(["run", "--source", str(src), "--out", str(out), "--model", str(model_dir),
+                     "--no-annotate", "--no-progress"]) == 0
+    assert [ln["source"] for ln in read_jsonl(out / "results.jsonl")] == ["a_whole.jpg"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["skipped"]["unreadable"] == ["b_cut.jpg"]
+    assert "b_cut.jpg: unreadable" in capsys.readouterr().err
+
+
+def test_an_unwritable_out_fails_in_one_line_before_the_model_loads(model_dir, astronaut_bgr,
+                                                                    tmp_path, capsys):
+    image = tmp_path / "face.png"
+    cv2.imwrite(str(image), astronaut_bgr)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    taken = tmp_path / "taken"
+    (taken / "results.jsonl").mkdir(parents=True)
+    for out, message in ((a_file, "is a file, not a folder"),
+                         ("/sys/kernel", "[Errno 13] Permission denied"),
+                         ("/sys/aue_no_such_folder", "[Errno 1] Operation not permitted"),
+                         (taken, "results.jsonl is a folder")):
+        code = aue_main(["run", "--source", str(image), "--out", str(out), "--model",
+                         str(model_dir), "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
+        assert len(err.strip().splitlines()) == 1 and "aue run: model" not in err, err
+
+
+def test_a_failed_run_leaves_no_empty_out_folder(model_dir, tmp_path, astronaut_bgr, capsys):
+    wrong = tmp_path / "wrong"
+    build_standin_model(wrong, labels=FERPLUS_LABELS[:7])       # refused at load
+    card = json.loads((wrong / "card.json").read_text())
+    card["outputs"]["emotion_labels"] = list(FERPLUS_LABELS)
+    (wrong / "card.json").write_text(json.dumps(card))
+    image = tmp_path / "face.png"
+    cv2.imwrite(str(image), astronaut_bgr)
+    no_images = tmp_path / "no_images"
+    no_images.mkdir()
+    (no_images / "notes.txt").write_text("not an image")
+    for source, model in ((image, wrong), (no_images, model_dir)):
+        out = tmp_path / "new" / "out"
+        assert aue_main(["run", "--source", str(source), "--out", str(out), "--model",
+                         str(model), "--no-progress"]) == 2
+        assert not out.exists(), capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory, astronaut_bgr):
+    """20 s of 640x480 video at 30 fps (the astronaut drifting): long enough to stop mid-run."""
+    path = tmp_path_factory.mktemp("long_video") / "long.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (640, 480))
+    face = cv2.resize(astronaut_bgr, (360, 360))
+    for i in range(600):
+        frame = np.full((480, 640, 3), 96, np.uint8)
+        x = 20 + (i % 240)
+        frame[60:420, x:x + 360] = face
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_a_stopped_run_keeps_a_playable_video_and_says_it_was_stopped(model_dir, long_video,
+                                                                       tmp_path, sig):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aue_edge", "run", "--source", str(long_video), "--out",
+         str(out), "--model", str(model_dir), "--threads", "1", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline and not (
+            results.is_file() and results.read_text().count("\n") >= 20):
+        time.sleep(0.05)
+    process.send_signal(getattr(signal, sig))
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert 20 <= summary["frames"] < 600, summary
+    notes = " ".join(summary["notes"])
+    assert f"stopped by {sig}" in notes and "truncated" not in notes, notes
+    video = cv2.VideoCapture(str(out / "annotated.mp4"))
+    frames = int(video.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, _ = video.read()
+    video.release()
+    assert ok and frames == summary["frames"], (frames, summary["frames"])
+    assert "Traceback" not in stderr
+
+
+def test_a_run_of_no_frames_says_so_without_nan(model_dir, astronaut_bgr, tmp_path, capsys):
+    src = tmp_path / "images"
+    src.mkdir()
+    jpeg = cv2.imencode(".jpg", astronaut_bgr)[1].tobytes()
+    (src / "cut.jpg").write_bytes(jpeg[:len(jpeg) // 2])
+    code = aue_main(["run", "--source", str(src), "--out", str(tmp_path / "out"), "--model",
+                     str(model_dir), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 1 and "nan" not in err.lower() and "0 frames" in err, err

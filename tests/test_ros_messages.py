@@ -176,13 +176,13 @@ def test_diagnostics_warn_on_rejected_frames():
     status = diagnostics_msg(stats, stats.end_period(), STAMP, 1.0, "n", "h", "active", {},
                              "/cam").status[0]
     assert status.level == DiagnosticStatus.WARN and "no images" in status.message
-    # stale frames dropped while processing: named, but not a warning
+    # frames dropped (the reason is the node's drop_reason value): named, but not a warning
     stats.on_received(b"cam", 1)
     stats.on_received(b"cam", 4)
     status = diagnostics_msg(stats, stats.end_period(), STAMP, 2.0, "n", "h", "active", {},
                              "/cam").status[0]
     assert status.level == DiagnosticStatus.OK
-    assert status.message == "processing (dropped 2 stale frames)"
+    assert status.message == "processing (dropped 2 frames)"
 
 
 def test_param_spec_validation():
@@ -206,3 +206,30 @@ def test_listener_reports_changes_only_above_confidence():
     assert tracker.check_lost(now_s=3.5) is None
     assert tracker.check_lost(now_s=4.5).kind == "lost"
     assert tracker.update(2, "anger", 0.9, 0.0, now_s=5.0).kind == "new_face"
+
+
+def test_truncated_and_oversized_compressed_images_are_rejected(astronaut_bgr):
+    """A cut-off JPEG decodes in OpenCV as a grey-filled image with only a libjpeg warning: it
+    must be rejected, like the raw images' truncated data; the raw images' 8192 px per side
+    limit holds for compressed input too."""
+    jpeg = cv2.imencode(".jpg", astronaut_bgr)[1].tobytes()
+    with pytest.raises(InputImageError, match="truncated JPEG"):
+        compressed_to_bgr(CompressedImage(format="jpeg", data=jpeg[:len(jpeg) * 2 // 3]))
+    wide = cv2.imencode(".png", np.zeros((2, 9000), np.uint8))[1].tobytes()
+    with pytest.raises(InputImageError, match="9000x2 px is larger than the 8192 px"):
+        compressed_to_bgr(CompressedImage(format="png", data=wide))
+
+
+def test_the_drop_reason_names_a_shared_memory_segment_too_small_for_the_frames(repo_root):
+    from aue_edge.ros_nodes.diagnostics import drop_reason, shm_segment_bytes
+
+    shipped = shm_segment_bytes({"FASTDDS_DEFAULT_PROFILES_FILE":
+                                 str(repo_root / "config" / "fastdds_shm.xml")})
+    uhd_bytes = 3840 * 2160 * 3
+    assert shipped[0] >= 2 * uhd_bytes            # the shipped profile holds 4K frames
+    assert "faster than the pipeline" in drop_reason(uhd_bytes, shipped)
+    builtin = shm_segment_bytes({})
+    assert builtin[0] == 512 * 1024
+    reason = drop_reason(640 * 480 * 3, builtin)
+    assert "frames of 0.9 MB do not fit the 0.5 MiB shared-memory segment" in reason
+    assert shm_segment_bytes({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) is None

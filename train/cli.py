@@ -197,6 +197,8 @@ def evaluate_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if not args.root and not args.packed:
         parser.error("give --root DIR (data set folder) or --packed FILE")
+    if args.limit < 0:
+        raise ConfigError(f"--limit must be >= 0 (0: every image), got {args.limit}")
     if len(args.model) > 1 and args.dataset != "ckplus":
         parser.error("several models are for --dataset ckplus (one per fold)")
     if args.dataset == "ckplus":

@@ -90,7 +90,8 @@ def load_predictor(path: Path, providers: tuple[str, ...] = ("cpu",),
 def predict_faces(predict, close, faces: np.ndarray, card: ModelCard, batch_size: int,
                   desc: str, progress: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """A predictor of :func:`load_predictor` over uint8 face crops in batches, with the edge's
-    preprocessing; returns ``(emotion_probs, au_probs or None)`` and closes the predictor."""
+    preprocessing; returns ``(emotion_probs, au_probs or None)`` and closes the predictor.
+    A non-finite output is a ModelFileError: no metric is ever computed from NaN."""
     emotions, aus = [], []
     try:
         for start in tqdm(range(0, len(faces), batch_size), desc=desc, unit="batch",
@@ -101,7 +102,16 @@ def predict_faces(predict, close, faces: np.ndarray, card: ModelCard, batch_size
                 aus.append(au)
     finally:
         close()
-    return np.concatenate(emotions), (np.concatenate(aus) if aus else None)
+    emotion, au = np.concatenate(emotions), (np.concatenate(aus) if aus else None)
+    finite = np.isfinite(emotion).all(axis=1)
+    if au is not None:
+        finite &= np.isfinite(au).all(axis=1)
+    if not finite.all():
+        raise ModelFileError(f"{desc}: the model gave non-finite values (NaN or inf) for "
+                             f"{int((~finite).sum())} of {len(faces)} images; no accuracy is "
+                             f"computed from them. Its weights are corrupt or the export is "
+                             f"broken: re-export it")
+    return emotion, au
 
 
 def _au_stats(card: ModelCard, labels: np.ndarray, au_probs: np.ndarray) -> dict[str, Any]:

@@ -93,13 +93,15 @@ class FaceDataset:
 
     Subclasses fill ``self._records`` and ``self.report`` in ``__init__`` and set ``labels``
     (the label set, () for AU-only data) and ``au_names`` (() for expression-only data).
-    ``color`` is ``"gray"`` or ``"bgr"``: how image files are decoded.
+    ``color`` is ``"gray"`` or ``"bgr"``: how image files are decoded; ``image_size_px`` is
+    set by readers whose images are all grey square crops of that size (FER+, CK+).
     """
 
     name = "dataset"
     labels: tuple[str, ...] = ()
     au_names: tuple[str, ...] = ()
     color = "bgr"
+    image_size_px: int | None = None
 
     def __init__(self, split: str, source: str | Path) -> None:
         self.split = split
@@ -147,9 +149,14 @@ class FaceDataset:
             yield self[i]
 
     def check_images(self, progress: bool = True) -> int:
-        """Decode every image file once (finds corrupt files up front); returns the count."""
+        """Decode every image file once (finds corrupt files up front); returns the count.
+        A reader of fixed-size crops (``image_size_px``) checks them with the reader its
+        ``load_arrays`` uses, so an image that training or evaluation refuses fails here."""
         from tqdm import tqdm
 
+        if self.image_size_px is not None:
+            return len(read_gray_crops(self._records, self.image_size_px,
+                                       f"{self.name} {self.split}", progress))
         files = [r.path for r in self._records if r.image is None]
         for path in tqdm(files, desc=f"{self.name} [{self.split}] decoding", unit="img",
                          disable=not progress):

@@ -47,6 +47,7 @@ class CkPlus(FaceDataset):
     labels = CKPLUS_LABELS
     au_names = CKPLUS_AUS
     color = "gray"
+    image_size_px = IMAGE_SIZE_PX
 
     def __init__(self, root: str | Path, split: str = "all", fold: int = 1) -> None:
         root = Path(root)
@@ -105,7 +106,8 @@ class CkPlus(FaceDataset):
         """``(images uint8 (N, 48, 48), labels int64, one-hot probs float32, names)``, the
         same form as the FER+ reader's, so the trainer and ``aue evaluate`` take either."""
         n = len(self._records)
-        images = read_gray_crops(self._records, IMAGE_SIZE_PX, f"CK+ {self.split}", progress)
+        images = read_gray_crops(self._records, self.image_size_px, f"CK+ {self.split}",
+                                 progress)
         labels = self.targets
         probs = np.eye(len(self.labels), dtype=np.float32)[labels] if n else \
             np.zeros((0, len(self.labels)), dtype=np.float32)

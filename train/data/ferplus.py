@@ -78,6 +78,7 @@ class FerPlus(FaceDataset):
     name = "ferplus"
     labels = FERPLUS_LABELS
     color = "gray"
+    image_size_px = IMAGE_SIZE_PX
 
     def __init__(self, root: str | Path, split: str = "train",
                  label_mode: str = "majority") -> None:
@@ -137,7 +138,8 @@ class FerPlus(FaceDataset):
         """All kept images at once: ``(images uint8 (N, 48, 48), labels int64 (N,),
         probs float32 (N, 8), names)``; names are the PNG file names."""
         n = len(self._records)
-        images = read_gray_crops(self._records, IMAGE_SIZE_PX, f"FER+ {self.split}", progress)
+        images = read_gray_crops(self._records, self.image_size_px, f"FER+ {self.split}",
+                                 progress)
         labels = self.targets
         probs = (np.stack([r.label_probs for r in self._records]) if n else
                  np.zeros((0, len(self.labels)), dtype=np.float32))
