@@ -84,11 +84,15 @@ def pytest_generate_tests(metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Leave out the groups the config does not ask for (reported as deselected)."""
-    groups = set(config.stash[BENCH_CONFIG].groups)
+    """Leave out the groups the config does not ask for, and the AU-detector cases when no
+    ``--au-model`` is given (reported as deselected)."""
+    bench = config.stash[BENCH_CONFIG]
     keep, drop = [], []
     for item in items:
-        (keep if getattr(item.module, "GROUP", None) in groups else drop).append(item)
+        wanted = getattr(item.module, "GROUP", None) in bench.groups and (
+            bench.au_model_dir is not None
+            or getattr(item, "originalname", "") != "bench_pipeline_with_au_detector")
+        (keep if wanted else drop).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
