@@ -217,6 +217,8 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
             for n_seen, frame in enumerate(frames):
                 if max_frames is not None and n_seen >= max_frames:
                     break
+                if _STOP.requested:     # a signal arrived: stop between frames, none half-done
+                    raise KeyboardInterrupt(_STOP.requested)
                 bar.update(1)
                 n_read += 1
                 if frame.image is None:
@@ -257,7 +259,8 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                     writer.video.write(drawn)
     except KeyboardInterrupt as exc:
         # Ctrl-C on a webcam run is the normal way to stop (and SIGTERM, see run_main): keep
-        # what was written, close the video so it stays playable, write the summary.
+        # what was written, close the video so it stays playable, write the summary. The first
+        # signal ends the run after the frame in progress; a second one interrupts at once.
         stopped_by = str(exc) or "SIGINT"
         stats.notes.append(f"stopped by {stopped_by} after {n_read} frames")
         tqdm.write(f"{stopped_by}: stopping and writing the summary", file=sys.stderr)
@@ -386,7 +389,8 @@ def run_main(argv: list[str]) -> int:
     parse_source(args.source)  # bad --source or --out fails before the model loads
     created = prepare_output_dir(args.out, OUTPUT_FILES)
     # SIGTERM (docker stop, systemd) stops a run like Ctrl-C: summary written, video closed.
-    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    _STOP.requested = None
+    previous = {sig: signal.signal(sig, _request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         return _run(args, config)
     except BaseException:
@@ -394,11 +398,24 @@ def run_main(argv: list[str]) -> int:
             remove_if_empty(args.out)
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
-def _stop_on_sigterm(_signum, _frame) -> None:
-    raise KeyboardInterrupt("SIGTERM")
+class _StopRequest:
+    """The first SIGINT/SIGTERM of a run: the frame loop stops before its next frame."""
+
+    requested: str | None = None
+
+
+_STOP = _StopRequest()
+
+
+def _request_stop(signum, _frame) -> None:
+    name = signal.Signals(signum).name
+    if _STOP.requested:              # asked twice: stop now
+        raise KeyboardInterrupt(name)
+    _STOP.requested = name
 
 
 def _run(args: argparse.Namespace, config) -> int:
