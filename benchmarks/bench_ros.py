@@ -19,7 +19,6 @@ drops are then only those its depth-1 queue replaces while it is busy.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import tempfile
 import time
@@ -29,8 +28,6 @@ import pytest
 GROUP = "ros"
 FRAME_TIMEOUT_S = 10.0
 CAMERA_RATE_HZ = 30.0
-ROS_ENV_KEYS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                "FASTDDS_DEFAULT_PROFILES_FILE")
 
 pytestmark = pytest.mark.ros
 
@@ -42,7 +39,8 @@ def perception(bench_config):
         import rclpy
         from rclpy.context import Context
 
-        from aue_edge.ros_nodes.demo import isolated_ros_env, node_command, stop
+        from aue_edge.ros_nodes.demo import (isolated_ros_env, join_ros_domain,
+                                             leave_ros_domain, node_command, stop)
         from aue_edge.ros_nodes.probe import PerceptionProbe
     except ImportError as exc:
         pytest.skip(f"ROS 2 (rclpy) or aue_msgs is not importable ({exc}): the camera-to-"
@@ -50,8 +48,7 @@ def perception(bench_config):
     from aue_edge.benchmarks.cases import model_dirs
 
     env = isolated_ros_env()
-    saved = {key: os.environ.get(key) for key in ROS_ENV_KEYS}
-    os.environ.update({key: env[key] for key in ROS_ENV_KEYS})  # this process joins the domain
+    saved = join_ros_domain(env)  # this process joins the domain
     log = tempfile.TemporaryFile(mode="w+")
     args = ["--model-dir", str(model_dirs(bench_config)[0]), "--ros-args",
             "-p", "input_reliability:=reliable"]
@@ -82,11 +79,7 @@ def perception(bench_config):
         rclpy.shutdown(context=context)
         stop(process, "perception node")
         log.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        leave_ros_domain(saved)
 
 
 def bench_ros_round_trip(measure, perception, frames, faces, bench_config):

@@ -24,7 +24,6 @@ Exit status 1 when the node exits during the soak (a crash), answers nothing for
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -40,8 +39,6 @@ STALL_S = 15.0           # no reply at all for this long: the node is stuck
 SAMPLE_PERIOD_S = 1.0
 START_TIMEOUT_S = 120.0
 FACE_COUNTS = (1, 5)
-ROS_ENV_KEYS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                "FASTDDS_DEFAULT_PROFILES_FILE")
 
 
 @dataclass
@@ -110,7 +107,8 @@ def run_soak(minutes: float, out_dir: Path, name: str, model_dir: str | None = N
     from aue_edge.benchmarks import scenes
     from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
     from aue_edge.edge.face.yunet import DEFAULT_MODEL_PATH, YuNetDetector
-    from aue_edge.ros_nodes.demo import isolated_ros_env, node_command, stop
+    from aue_edge.ros_nodes.demo import (isolated_ros_env, join_ros_domain, leave_ros_domain,
+                                         node_command, stop)
     from aue_edge.ros_nodes.diagnostics import resident_memory_mib
     from aue_edge.ros_nodes.probe import PerceptionProbe, stamp_key
 
@@ -125,8 +123,7 @@ def run_soak(minutes: float, out_dir: Path, name: str, model_dir: str | None = N
     if num_threads is not None:
         args += ["-p", f"num_threads:={num_threads}"]
     env = isolated_ros_env()
-    saved = {key: os.environ.get(key) for key in ROS_ENV_KEYS}
-    os.environ.update({key: env[key] for key in ROS_ENV_KEYS})   # the probe joins the domain
+    saved = join_ros_domain(env)  # the probe joins the domain
     log = open(log_path, "w", encoding="utf-8")
     process = subprocess.Popen(node_command("perception_node", *args), env=env, stdout=log,
                                stderr=subprocess.STDOUT, text=True)
@@ -188,11 +185,7 @@ def run_soak(minutes: float, out_dir: Path, name: str, model_dir: str | None = N
         rclpy.try_shutdown(context=context)
         code = stop(process, "perception node")
         log.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        leave_ros_domain(saved)
     if failure is None and code != 0:
         failure = f"the perception node did not stop cleanly on SIGINT (exit status {code})"
     doc = _document(minutes, name, command, minutes_stats, samples, failure, published,

@@ -56,6 +56,27 @@ def isolated_ros_env(domain_id: int | None = None) -> dict[str, str]:
     return env
 
 
+#: What makes a process part of an isolated graph (set by :func:`isolated_ros_env`).
+ROS_ENV_KEYS = ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                "FASTDDS_DEFAULT_PROFILES_FILE")
+
+
+def join_ros_domain(env: dict[str, str]) -> dict[str, str | None]:
+    """This process joins ``env``'s graph (e.g. a probe talking to a node started with it);
+    returns what :func:`leave_ros_domain` restores."""
+    saved = {key: os.environ.get(key) for key in ROS_ENV_KEYS}
+    os.environ.update({key: env[key] for key in ROS_ENV_KEYS})
+    return saved
+
+
+def leave_ros_domain(saved: dict[str, str | None]) -> None:
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def node_command(module: str, *args: str) -> list[str]:
     """The command that starts node ``module`` as ``ros2 run`` does (stop signals handled from
     the first instant: :mod:`aue_edge.ros_nodes.entry`)."""

@@ -430,6 +430,17 @@ def _edit_card(directory: Path, edit) -> None:
     (directory / "card.json").write_text(json.dumps(card))
 
 
+def _assert_card_edits_refused(tmp_path, cases) -> None:
+    """Each ``name: (edit, message)``: a stand-in model whose card got ``edit`` is refused at
+    load with ``message``."""
+    for name, (edit, message) in cases.items():
+        directory = tmp_path / name
+        build_standin_model(directory)
+        _edit_card(directory, edit)
+        with pytest.raises(ModelCardError, match=message):
+            Pipeline.from_model_dir(directory)
+
+
 def test_a_card_that_does_not_match_its_model_fails_at_load(tmp_path):
     """Label and AU counts, input size and names are checked against the model when it is
     opened, with a dry run on a blank batch: never at the first face."""
@@ -441,12 +452,7 @@ def test_a_card_that_does_not_match_its_model_fails_at_load(tmp_path):
         "output_name": (lambda c: c["outputs"].update(au_probs="aus"),
                         r"outputs.au_probs 'aus' is not a model output"),
     }
-    for name, (edit, message) in cases.items():
-        directory = tmp_path / name
-        build_standin_model(directory)
-        _edit_card(directory, edit)
-        with pytest.raises(ModelCardError, match=message):
-            Pipeline.from_model_dir(directory)
+    _assert_card_edits_refused(tmp_path, cases)
     # A model with dynamic height and width: only the dry run can tell (it runs the card's
     # size through it); this one accepts any size, so a 96 px card is fine.
     dynamic = tmp_path / "dynamic"
@@ -494,9 +500,4 @@ def test_cards_with_duplicate_names_or_a_degenerate_template_are_refused(tmp_pat
             template_5pt=[[0.3, 0.4]] * 2 + c["alignment"]["template_5pt"][2:]),
             r"template_5pt is degenerate"),
     }
-    for name, (edit, message) in cases.items():
-        directory = tmp_path / name
-        build_standin_model(directory)
-        _edit_card(directory, edit)
-        with pytest.raises(ModelCardError, match=message):
-            Pipeline.from_model_dir(directory)
+    _assert_card_edits_refused(tmp_path, cases)

@@ -274,12 +274,16 @@ def evaluate_ckplus(model_paths: Sequence[str | Path], root: str | Path,
                 "mean_auc_sd": float(np.std([per_fold[f][m]["mean_auc"] for f in per_fold]))}
             for m in methods if m in per_fold[next(iter(per_fold))]}
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        result["plot"] = str(plot_ckplus_au(result, out_dir / "ckplus_au_f1_auc.png"))
-        (out_dir / "ckplus_evaluation.json").write_text(json.dumps(result, indent=2) + "\n",
-                                                        encoding="utf-8")
+        _write_with_plot(result, Path(out_dir), "ckplus_evaluation.json", plot_ckplus_au)
     return result
+
+
+def _write_with_plot(result: dict[str, Any], out_dir: Path, json_name: str,
+                     plot: Callable[[dict[str, Any], Path], Path]) -> None:
+    """``ckplus_au_f1_auc.png`` (its path recorded in ``result``) and ``json_name``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result["plot"] = str(plot(result, out_dir / "ckplus_au_f1_auc.png"))
+    (out_dir / json_name).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 def plot_ckplus_au(result: dict[str, Any], path: str | Path) -> Path:
@@ -387,12 +391,9 @@ def au_detector_cv_report(y_au: np.ndarray, subjects: Sequence[str], sequences: 
     if reference is not None:
         result["reference"] = _reference_columns(Path(reference), names, len(y))
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        result["plot"] = str(plot_detector_cv(result, out_dir / "ckplus_au_f1_auc.png"))
-        (out_dir / "ckplus_cv.json").write_text(json.dumps(result, indent=2) + "\n",
-                                                encoding="utf-8")
-        (out_dir / "ckplus_cv.md").write_text(detector_cv_markdown(result), encoding="utf-8")
+        _write_with_plot(result, Path(out_dir), "ckplus_cv.json", plot_detector_cv)
+        (Path(out_dir) / "ckplus_cv.md").write_text(detector_cv_markdown(result),
+                                                    encoding="utf-8")
     return result
 
 
