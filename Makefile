@@ -12,7 +12,7 @@ RUNTIME_STAMPS := $(foreach v,$(RUNTIME_PYTHONS),.venv-py$(v)/.aue-installed)
 RUNTIME_TESTS := $(sort $(wildcard tests/test_edge_*.py tests/test_face_*.py tests/test_trt_*.py)) \
 	tests/test_bench_config.py tests/test_bench_engine.py tests/test_bench_machine.py \
 	tests/test_tensorrt_api_signatures.py tests/test_calibration_cache.py tests/test_doctor.py \
-	tests/test_shipped_model.py
+	tests/test_shipped_model.py tests/test_python_api.py
 
 .PHONY: setup demo test test-runtime bench clean
 

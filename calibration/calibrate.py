@@ -49,7 +49,9 @@ from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
 from aue_edge.edge.errors import CalibrationError, ModelFileError
 from aue_edge.edge.model_card import CARD_FILENAME, ModelCard, embed_card_in_onnx
 from aue_edge.edge.outputs import prepare_output_dir, staged_outputs
-from aue_edge.edge.pipeline import LoadedModel
+from aue_edge.edge.face.landmarks import mean_shape_68
+from aue_edge.edge.face.templates import FERPLUS_TEMPLATE_5PT
+from aue_edge.edge.pipeline import LANDMARKS_INPUT, LoadedModel, is_landmarks_input
 from aue_edge.edge.preprocess import to_model_input
 
 INT8_MODEL_FILENAME = "model.int8.onnx"
@@ -96,13 +98,25 @@ def _backend(path: Path, config: CalibrationConfig) -> OrtBackend:
 
 def _check_model_input(model: onnx.ModelProto, card: ModelCard, model_path: Path) -> str:
     names = [vi.name for vi in graph_inputs(model)]
-    if names != [card.input.name]:
+    extra = [n for n in names if n != card.input.name]
+    if card.input.name not in names or not all(is_landmarks_input(n, card) for n in extra):
         raise ModelFileError(
-            f"{model_path}: calibration feeds one image input named {card.input.name!r} (from "
-            f"the model card), but the model's run-time inputs are {names}. Models with extra "
-            f"inputs are not supported by 'aue calibrate'; check that the card belongs to "
-            f"this model")
+            f"{model_path}: calibration feeds the image input {card.input.name!r} (from the "
+            f"model card) and a 'landmarks' input where the card declares one, but the model's "
+            f"run-time inputs are {names}. Models with other inputs are not supported by 'aue "
+            f"calibrate'; check that the card belongs to this model")
     return card.input.name
+
+
+def _feeds(input_name: str, card: ModelCard, faces: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's inputs for aligned ``faces``: the image batch and, for a model with a
+    ``landmarks`` input (LP-Net), the 68 points the pipeline feeds by default (its
+    ``mean_shape`` provider: the mean shape in the aligned crop)."""
+    feeds = {input_name: to_model_input(faces, card.input)}
+    if any(is_landmarks_input(n, card) for n in card.extra_inputs):
+        shape = mean_shape_68(card.alignment.template_5pt or FERPLUS_TEMPLATE_5PT)
+        feeds[LANDMARKS_INPUT] = np.repeat(np.asarray(shape, np.float32)[None], len(faces), 0)
+    return feeds
 
 
 def _label_map(source: FaceSource, card: ModelCard) -> np.ndarray | None:
@@ -182,7 +196,7 @@ def _calibrate(model_path: Path, card: ModelCard, calib_source: FaceSource,
         bar = tqdm(total=config.num_images, desc="calibration statistics", unit="img",
                    disable=not progress)
         for batch in iter_face_batches(calib_source, calib_order, calib_log, config.batch_size):
-            feeds = {input_name: to_model_input([item.face for item in batch], card.input)}
+            feeds = _feeds(input_name, card, [item.face for item in batch])
             collector.update(fp32.infer(feeds), len(batch))
             bar.update(len(batch))
         bar.close()
@@ -514,12 +528,12 @@ def _evaluate(model: onnx.ModelProto, int8_model: onnx.ModelProto, model_path: P
         bar = tqdm(total=total, desc="held-out FP32 vs INT8", unit="img", disable=not progress)
         for batch in iter_face_batches(eval_source, order, eval_log, config.batch_size,
                                        exclude, start):
-            feeds = {input_name: to_model_input([item.face for item in batch], card.input)}
+            feeds = _feeds(input_name, card, [item.face for item in batch])
             agreement.update(fp32.infer(feeds), int8.infer(feeds),
                              [item.label for item in batch])
             if snr_left > 0:
                 take = min(snr_left, len(batch))
-                few = {input_name: feeds[input_name][:take]}
+                few = {name: value[:take] for name, value in feeds.items()}
                 int8_values = int8_layers.infer(few)
                 snr.update(fp32_layers.infer(few),
                            {fp32_name: int8_values[int8_name]

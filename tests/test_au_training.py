@@ -356,3 +356,23 @@ def test_evaluate_ckplus_on_a_detector_points_to_its_cv_run(ckplus_run, ckplus_r
     onnx_path = export_au_checkpoint(ckplus_run[1] / "fold1" / "model.pt", tmp_path)
     with pytest.raises(ModelFileError, match="AU detector.*ckplus_cv.json"):
         evaluate_ckplus([onnx_path], ckplus_root, fold=1, progress=False)
+
+
+@pytest.mark.slow
+def test_a_detector_with_a_landmarks_input_calibrates(ferplus_runs, ferplus_root, tmp_path):
+    # LP-Net's P-Net input: calibration feeds it what the pipeline feeds by default (the mean
+    # shape in the aligned crop), for both targets
+    from aue_edge.cli import main as aue
+    from aue_edge.train.au.export import export_au_checkpoint
+
+    onnx_path = export_au_checkpoint(ferplus_runs["lp_net"][1] / "model.pt", tmp_path)
+    assert "landmarks" in find_card(onnx_path).extra_inputs
+    for target in ("tensorrt", "ort-cpu"):
+        assert aue(["calibrate", str(onnx_path), "--dataset", "ferplus", "--root",
+                    str(ferplus_root), "--num-images", "32", "--min-images", "32",
+                    "--eval-split", "valid", "--eval-images", "16", "--snr-images", "8",
+                    "--num-threads", "1", "--target", target, "--out", str(tmp_path),
+                    "--no-progress"]) == 0
+    report = json.loads((tmp_path / "calibration_report.ort.json").read_text())
+    assert report["evaluation"]["num_images"] == 16
+    assert 0.5 < report["evaluation"]["au_active_agreement"] <= 1.0
