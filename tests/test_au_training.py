@@ -281,7 +281,8 @@ def test_ckplus_models_carry_subjects_and_thresholds_into_the_card(ckplus_run, t
     report, out = ckplus_run
     fold1 = read_checkpoint(out / "fold1" / "model.pt")
     assert set(fold1["ckplus"]["subjects"]) == set(CKPLUS_FOLDS[1] + CKPLUS_FOLDS[2])
-    assert set(fold1["au_thresholds"]) <= set(fold1["au_names"])
+    assert fold1["au_thresholds"] and set(fold1["au_thresholds"]) <= set(fold1["au_names"])
+    assert all(0.05 <= t <= 0.95 for t in fold1["au_thresholds"].values())
     # the model trained on every subject takes its thresholds from the out-of-fold predictions
     everything = read_checkpoint(out / "all" / "model.pt")
     assert len(everything["ckplus"]["subjects"]) == 79
@@ -353,9 +354,48 @@ def test_evaluate_ckplus_on_a_detector_points_to_its_cv_run(ckplus_run, ckplus_r
     from aue_edge.train.au.export import export_au_checkpoint
     from aue_edge.train.ckplus_eval import evaluate_ckplus
 
-    onnx_path = export_au_checkpoint(ckplus_run[1] / "fold1" / "model.pt", tmp_path)
-    with pytest.raises(ModelFileError, match="AU detector.*ckplus_cv.json"):
-        evaluate_ckplus([onnx_path], ckplus_root, fold=1, progress=False)
+    checkpoint = ckplus_run[1] / "fold1" / "model.pt"
+    onnx_path = export_au_checkpoint(checkpoint, tmp_path)
+    for model in (onnx_path, checkpoint):
+        with pytest.raises(ModelFileError, match="AU detector.*ckplus_cv.json"):
+            evaluate_ckplus([model], ckplus_root, fold=1, progress=False)
+
+
+@pytest.mark.slow
+def test_ckplus_cv_refuses_a_start_checkpoint_that_saw_a_held_out_fold(ckplus_run, ckplus_root,
+                                                                      tmp_path):
+    from aue_edge.edge.errors import ModelFileError
+
+    config = {"model": {"name": "kdsrl_tiny", "au_set": "auecrl",
+                        "init_checkpoint": str(ckplus_run[1] / "all" / "model.pt")},
+              "data": {"dataset": "ckplus", "root": str(ckplus_root)},
+              "run": {"out_dir": str(tmp_path), "progress": False},
+              "kdsrl": {"ssl_epochs": 0, "classify_epochs": 1}}
+    with pytest.raises(ModelFileError, match="trained on 27 CK\\+ subjects of fold 1"):
+        train_from_config(config)
+    assert not (tmp_path / "fold1").exists()
+
+
+def test_detector_cv_scores_each_fold_model_on_its_own_fold_only():
+    # fold model k is perfect on fold k and inverted on the other folds: pooled test scores are
+    # perfect, and thresholds fitted on the (inverted) training folds fall back to calling
+    # every face positive, the constant predictor's F1
+    from aue_edge.train.ckplus_eval import au_detector_cv_report
+    from aue_edge.train.data.folds import CKPLUS_FOLDS
+
+    subjects = [s for fold in CKPLUS_FOLDS for s in fold for _ in range(2)]
+    y = (np.arange(len(subjects)) % 3 == 0)[:, None]
+    sequences = [f"{s}_{i % 2}" for i, s in enumerate(subjects)]
+    probs = {}
+    for k in (1, 2, 3):
+        test = np.isin(subjects, CKPLUS_FOLDS[k - 1])[:, None]
+        probs[k] = np.where(test, np.where(y, 0.9, 0.1), np.where(y, 0.1, 0.9))
+    result = au_detector_cv_report(y, subjects, sequences, probs, ["AU12"], "m")
+    model = result["au"]["model"]["per_au"]["AU12"]
+    assert model["f1"] == 1.0 and model["auc"] == 1.0
+    constant = result["au"]["constant"]["per_au"]["AU12"]
+    assert model["f1_fitted"] == pytest.approx(constant["f1"], abs=1e-3) and constant["f1"] < 0.6
+    assert constant["auc"] == 0.5
 
 
 @pytest.mark.slow
@@ -376,3 +416,25 @@ def test_a_detector_with_a_landmarks_input_calibrates(ferplus_runs, ferplus_root
     report = json.loads((tmp_path / "calibration_report.ort.json").read_text())
     assert report["evaluation"]["num_images"] == 16
     assert 0.5 < report["evaluation"]["au_active_agreement"] <= 1.0
+
+
+@pytest.mark.slow
+def test_bench_times_the_pipeline_with_and_without_a_detector(ckplus_run, repo_root, tmp_path):
+    import subprocess
+    import sys
+
+    from aue_edge.benchmarks.report import load_run
+    from aue_edge.train.au.export import export_au_checkpoint
+
+    export_au_checkpoint(ckplus_run[1] / "all" / "model.pt", tmp_path / "detector")
+    proc = subprocess.run([sys.executable, "-m", "aue_edge", "bench", "--smoke", "--groups",
+                           "end_to_end", "--backends", "ort", "--precisions", "fp32",
+                           "--model-dir", str(repo_root / "edge" / "models" / "aue_crl"),
+                           "--au-model", str(tmp_path / "detector"), "--threads", "1",
+                           "--out", str(tmp_path), "--name", "au", "--no-report"],
+                          cwd=repo_root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    names = {c.name for c in load_run(tmp_path / "au.json").cases}
+    for faces in ("1face", "5faces"):
+        assert f"bench_pipeline[aue_crl-ort-fp32-{faces}]" in names
+        assert f"bench_pipeline_with_au_detector[aue_crl-ort-fp32-{faces}]" in names

@@ -23,6 +23,9 @@ def test_yaml_then_flags(tmp_path):
     assert config.model_dirs == (str(tmp_path.resolve()),)
     smoke = resolve_config(build_parser().parse_args(["--config", str(path), "--smoke"]))
     assert (smoke.rounds, smoke.warmup_rounds, smoke.smoke) == (2, 1, True)
+    assert config.au_model_dir is None
+    au = resolve_config(build_parser().parse_args(["--au-model", str(tmp_path)]))
+    assert au.au_model_dir == str(tmp_path.resolve())
 
 
 @pytest.mark.parametrize("text, message", [
@@ -32,6 +35,7 @@ def test_yaml_then_flags(tmp_path):
     ("batches: [1, 0]\n", "batches must be positive"),
     ("groups: [infer, gpu]\n", "groups must be a non-empty subset"),
     ("num_threads: 0\n", "num_threads must be >= 1"),
+    ("au_model_dir: 3\n", "field 'au_model_dir' must be a path or null"),
     ("- 1\n", "a mapping"),
 ])
 def test_bad_config_names_file_and_field(tmp_path, text, message):

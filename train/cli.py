@@ -97,7 +97,8 @@ def card_metrics(result: dict, origin: str) -> dict:
             # an AU detector's CK+ cross-validation run (aue train, data.dataset: ckplus)
             reference = result.get("reference", {}).get("au", {})
             return {"ckplus_cv": {
-                "protocol": result["protocol"] + "; F1 at 0.5 (f1_fitted: thresholds fitted on "
+                "protocol": result["protocol"] + "; the detector's F1 at 0.5, the default "
+                            "model's at its card's thresholds (f1_fitted: thresholds fitted on "
                             "training folds)",
                 "num_images": result["num_images"],
                 "au": {m: {k: round(v[k], 4) for k in ("mean_f1", "mean_f1_fitted", "mean_auc")}

@@ -34,17 +34,21 @@ def _check_labels(model_labels: Sequence[str], data_labels: Sequence[str], model
             f"same order) or retrain it for this one")
 
 
+def _detector_error(path: Path) -> ModelFileError:
+    return ModelFileError(
+        f"{path} is an AU detector (no emotion output); 'aue evaluate' scores expression "
+        f"models. Score a detector on BP4D/DISFA with 'aue evaluate --dataset bp4d|disfa', on "
+        f"CK+ through its cross-validation run ('aue train' with data.dataset: ckplus writes "
+        f"ckplus_cv.json; docs/au_detectors.md)")
+
+
 def _onnx_predictor(path: Path, providers: tuple[str, ...], num_threads: int | None):
     from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
     from aue_edge.edge.model_card import find_card
 
     card = find_card(path)
     if card.outputs.emotion_probs is None:
-        raise ModelFileError(
-            f"{path} is an AU detector (its card names no emotion output); 'aue evaluate' "
-            f"scores expression models. Score a detector on BP4D/DISFA with 'aue evaluate "
-            f"--dataset bp4d|disfa', on CK+ through its cross-validation run ('aue train' with "
-            f"data.dataset: ckplus writes ckplus_cv.json; docs/au_detectors.md)")
+        raise _detector_error(path)
     backend = OrtBackend(path, providers=providers, num_threads=num_threads)
     if card.outputs.emotion_probs not in {o.name for o in backend.outputs}:
         raise ModelFileError(f"{path} has no output {card.outputs.emotion_probs!r} named in its "
@@ -64,6 +68,8 @@ def _checkpoint_predictor(path: Path, device: str):
     from aue_edge.train.runtime import load_checkpoint, select_device
 
     model, payload = load_checkpoint(path)
+    if "au_names" in payload:        # written by the AU-detector trainer
+        raise _detector_error(path)
     card: ModelCard = card_from_checkpoint(payload, model, None)
     dev = select_device(device)
     wrapper = model.export_module(payload.get("final_logits", "fused_logits")).to(dev).eval()

@@ -127,13 +127,31 @@ def _au_reader(dataset: str, root: str, fold: int, split: str):
 _FOLDS = {"bp4d": BP4D_FOLDS, "disfa": DISFA_FOLDS, "ckplus": CKPLUS_FOLDS}
 
 
-def _ckplus_payload(subjects: tuple[str, ...]) -> dict[str, Any]:
-    """What a CK+ fold model's checkpoint (and so its card) records: the CK+ subjects it trained
-    on (``aue evaluate --dataset ckplus`` refuses to score it there) and, filled in after
-    training by :func:`run_training`'s ``fit_thresholds``, per-AU thresholds fitted on them."""
-    return {"ckplus": {"subjects": sorted(subjects),
+def _ckplus_payload(subjects: tuple[str, ...], inherited: set[str]) -> dict[str, Any]:
+    """What a CK+ fold model's checkpoint (and so its card) records: the CK+ subjects its
+    weights saw (its training subjects and those of its start checkpoint) and, filled in after
+    training by :func:`run_training`'s ``fit_thresholds``, per-AU thresholds fitted on its
+    training subjects."""
+    return {"ckplus": {"subjects": sorted(set(subjects) | inherited),
                        "thresholds": "best-F1 on the model's own training subjects"},
             "fit_thresholds": True}
+
+
+def _inherited_ckplus(cfg: AuTrainConfig, protocol, folds) -> set[str]:
+    """CK+ subjects the start checkpoint (``--init``) saw; refuses a run that would score a
+    fold on faces those weights trained on."""
+    if not cfg.model.init_checkpoint:
+        return set()
+    seen = set(read_checkpoint(cfg.model.init_checkpoint).get("ckplus", {}).get("subjects", []))
+    for fold in folds:
+        leaked = seen & set(protocol[fold - 1])
+        if leaked:
+            raise ModelFileError(
+                f"{cfg.model.init_checkpoint} was trained on {len(leaked)} CK+ subjects of fold "
+                f"{fold} ({sorted(leaked)[:3]}...), which this run holds out; start the CK+ "
+                f"cross-validation from a checkpoint that never saw CK+ (the FER+ steps of "
+                f"docs/au_detectors.md)")
+    return seen
 
 
 def _ckplus_cv(cfg: AuTrainConfig, reader, everything: AuArrays,
@@ -201,6 +219,8 @@ def train_from_config(config: str | Path | dict, args: argparse.Namespace | None
         everything = au_dataset_arrays(reader, au_names, model.input_size_px[0],
                                        cfg.data.face_crop, None, progress)
         report["all_frames"] = _describe(everything)
+        inherited = (_inherited_ckplus(cfg, protocol, cfg.data.folds)
+                     if cfg.data.dataset == "ckplus" else set())
         for i, fold in enumerate(cfg.data.folds):
             if i > 0:   # a fresh model per fold, initialised exactly like the first one
                 seed_everything(cfg.run.seed)
@@ -212,7 +232,7 @@ def train_from_config(config: str | Path | dict, args: argparse.Namespace | None
                                           cfg.data.max_eval_images, f"fold{fold}/test")
             extra = {}
             if cfg.data.dataset == "ckplus":
-                extra = _ckplus_payload(train_subjects)
+                extra = _ckplus_payload(train_subjects, inherited)
             result = run_training(cfg, model, train, out_dir / f"fold{fold}", device, test,
                                   extra=extra)
             if cfg.data.dataset == "ckplus":
