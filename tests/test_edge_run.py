@@ -147,13 +147,18 @@ def _strict_json(text: str):
     return json.loads(text, parse_constant=refuse)
 
 
+def _model_with_a_wrong_card(directory):
+    """A 7-label stand-in model whose card lists FER+'s 8 labels."""
+    build_standin_model(directory, labels=FERPLUS_LABELS[:7])
+    card = json.loads((directory / "card.json").read_text())
+    card["outputs"]["emotion_labels"] = list(FERPLUS_LABELS)
+    (directory / "card.json").write_text(json.dumps(card))
+    return directory
+
+
 def test_a_card_that_does_not_match_fails_before_the_first_frame(tmp_path, astronaut_bgr,
                                                                  capsys):
-    wrong = tmp_path / "wrong"
-    build_standin_model(wrong, labels=FERPLUS_LABELS[:7])
-    card = json.loads((wrong / "card.json").read_text())
-    card["outputs"]["emotion_labels"] = list(FERPLUS_LABELS)
-    (wrong / "card.json").write_text(json.dumps(card))
+    wrong = _model_with_a_wrong_card(tmp_path / "wrong")
     image = tmp_path / "face.png"
     cv2.imwrite(str(image), astronaut_bgr)
     out = tmp_path / "out"
@@ -222,11 +227,7 @@ def test_an_unwritable_out_fails_in_one_line_before_the_model_loads(model_dir, a
 
 
 def test_a_failed_run_leaves_no_empty_out_folder(model_dir, tmp_path, astronaut_bgr, capsys):
-    wrong = tmp_path / "wrong"
-    build_standin_model(wrong, labels=FERPLUS_LABELS[:7])       # refused at load
-    card = json.loads((wrong / "card.json").read_text())
-    card["outputs"]["emotion_labels"] = list(FERPLUS_LABELS)
-    (wrong / "card.json").write_text(json.dumps(card))
+    wrong = _model_with_a_wrong_card(tmp_path / "wrong")       # refused at load
     image = tmp_path / "face.png"
     cv2.imwrite(str(image), astronaut_bgr)
     no_images = tmp_path / "no_images"
