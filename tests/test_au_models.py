@@ -130,5 +130,5 @@ def test_gtle_parts_outside_the_gee_start_from_kaiming_init():
     conv = model.classifiers[0].features[3]          # a 7x7 conv of g^i, not the first layer
     fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
     assert float(conv.weight.detach().std()) == pytest.approx((2.0 / fan_out) ** 0.5, rel=0.2)
-    assert all(float(m.bias.abs().sum()) == 0 for m in model.ea_heads.modules()
+    assert all(float(m.bias.detach().abs().sum()) == 0 for m in model.ea_heads.modules()
                if isinstance(m, torch.nn.Conv2d))
