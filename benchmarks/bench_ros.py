@@ -10,6 +10,12 @@ perception node's /emotion messages to them by header stamp. Two cases:
   each received /emotion gives one latency (publish -> receive), frames the node dropped
   because it was still busy (its depth-1 queue keeps only the newest) are counted, and the
   achieved rate is recorded. The latency of a loaded node, including waiting in the queue.
+- ``ros_stream_30hz_annotated``: the same stream to a second node that also publishes
+  ``~/annotated`` (``publish_annotated``) for every frame (``annotated_max_hz`` at its maximum,
+  far above the camera rate: the most it can cost; the default 5 Hz draws one frame in six
+  at 30 Hz). Against
+  ``ros_stream_30hz`` of the same run it gives the cost of the annotated topic; the node's own
+  time per annotated image (draw + convert + publish) is recorded from its /diagnostics.
 
 The perception node runs as its own process (``python -m aue_edge.ros_nodes.perception_node``),
 as on a robot, on a private ROS domain limited to this machine, with the shared-memory Fast DDS
@@ -28,13 +34,16 @@ import pytest
 GROUP = "ros"
 FRAME_TIMEOUT_S = 10.0
 CAMERA_RATE_HZ = 30.0
+# A limit no camera reaches: every frame is annotated (a limit at the camera rate would skip
+# frames that arrive a little early).
+ANNOTATE_EVERY_FRAME_HZ = 1000.0
 
 pytestmark = pytest.mark.ros
 
 
-@pytest.fixture(scope="module")
-def perception(bench_config):
-    """(probe node, perception node process) on a private ROS domain; torn down after."""
+def _perception_node(bench_config, name: str, *ros_args: str):
+    """(probe node, perception node process, node info) on a private ROS domain; the node is
+    named ``name`` and publishes under ``/name/`` (two such nodes never share a topic)."""
     try:
         import rclpy
         from rclpy.context import Context
@@ -50,19 +59,25 @@ def perception(bench_config):
     env = isolated_ros_env()
     saved = join_ros_domain(env)  # this process joins the domain
     log = tempfile.TemporaryFile(mode="w+")
-    args = ["--model-dir", str(model_dirs(bench_config)[0]), "--ros-args",
-            "-p", "input_reliability:=reliable"]
+    topics = {kind: f"/{name}/{kind}" for kind in ("emotion", "action_units", "faces")}
+    args = ["--model-dir", str(model_dirs(bench_config)[0]), "--ros-args", "-r",
+            f"__node:={name}", "-p", "input_reliability:=reliable",
+            "-p", f"image_topic:=/{name}/image", "-p", f"diagnostics_topic:=/{name}/diagnostics",
+            *ros_args]
+    args += [a for kind, topic in topics.items() for a in ("-p", f"{kind}_topic:={topic}")]
     if bench_config.num_threads is not None:
         args += ["-p", f"num_threads:={bench_config.num_threads}"]
     process = subprocess.Popen(node_command("perception_node", *args), env=env, stdout=log,
                                stderr=subprocess.STDOUT, text=True)
     context = Context()
     rclpy.init(context=context)
-    probe = PerceptionProbe(context=context, reliable_input=True)
+    probe = PerceptionProbe(context=context, image_topic=f"/{name}/image", reliable_input=True,
+                            reply_topics=topics, diagnostics_topic=f"/{name}/diagnostics",
+                            name=f"{name}_probe")
     try:
         ready = probe.spin_until(lambda: process.poll() is not None or (
             probe.image_pub.get_subscription_count() > 0
-            and probe.count_publishers("/emotion") > 0), bench_config.ros_timeout_s)
+            and probe.count_publishers(topics["emotion"]) > 0), bench_config.ros_timeout_s)
         if process.poll() is not None or not ready:
             log.seek(0)
             pytest.fail(f"the perception node did not come up within "
@@ -80,6 +95,24 @@ def perception(bench_config):
         stop(process, "perception node")
         log.close()
         leave_ros_domain(saved)
+
+
+@pytest.fixture(scope="module")
+def perception(bench_config):
+    yield from _perception_node(bench_config, "aue_perception_bench")
+
+
+@pytest.fixture
+def perception_annotated(bench_config, frames, faces):
+    """A fresh node per case, warmed up on the case's frame: its /diagnostics (counts since
+    start, timings over the last 300 frames) then describe this case alone."""
+    for probe, process, node_info in _perception_node(
+            bench_config, "aue_perception_bench_annotated", "-p", "publish_annotated:=true",
+            "-p", f"annotated_max_hz:={ANNOTATE_EVERY_FRAME_HZ}"):
+        if not probe.warm_up(frames[faces], timeout_s=FRAME_TIMEOUT_S):
+            pytest.fail(f"no reply from the annotated node within {FRAME_TIMEOUT_S:g} s "
+                        f"(exit status {process.poll()})", pytrace=False)
+        yield probe, process, node_info
 
 
 def bench_ros_round_trip(measure, perception, frames, faces, bench_config):
@@ -103,6 +136,40 @@ def bench_ros_round_trip(measure, perception, frames, faces, bench_config):
 
 
 def bench_ros_stream_30hz(record_series, perception, frames, faces, bench_config):
+    _stream_30hz(record_series, perception, frames, faces, bench_config)
+
+
+def bench_ros_stream_30hz_annotated(record_series, perception_annotated, frames, faces,
+                                    bench_config):
+    from sensor_msgs.msg import Image
+
+    probe = perception_annotated[0]
+    # A viewer (rviz2, Foxglove) subscribed, so the images really travel.
+    received: list = []
+    topic = "/aue_perception_bench_annotated/annotated"
+    probe.create_subscription(Image, topic, lambda msg: received.append(msg.header.stamp), 10)
+    probe.spin_until(lambda: probe.count_publishers(topic) > 0, FRAME_TIMEOUT_S)
+    probe.spin_for(0.5)
+
+    def node_stats() -> dict:
+        """Annotated images and time per image (draw + convert + publish), from a
+        /diagnostics message sent after the stream."""
+        probe.diagnostics.clear()
+        probe.spin_until(lambda: bool(probe.diagnostics), 3.0)
+        status = probe.latest_diagnostics() or {}
+        stats = {key: status.get(key, "unknown (no /diagnostics received)") for key in
+                 ("annotated_published", "annotated_skipped", "latency_annotate_ms_mean",
+                  "latency_callback_ms_mean")}
+        return dict(stats, annotated_received=len(received))
+
+    _stream_30hz(record_series, perception_annotated, frames, faces, bench_config, node_stats,
+                 annotated_max_hz=ANNOTATE_EVERY_FRAME_HZ)
+
+
+def _stream_30hz(record_series, perception, frames, faces, bench_config,
+                 node_stats=dict, **extra) -> None:
+    """Stream ``frames[faces]`` at the camera rate and record each /emotion latency, with
+    what ``node_stats()`` reads from the node afterwards."""
     from aue_edge.ros_nodes.probe import stamp_key
 
     probe, process, node_info = perception
@@ -131,5 +198,5 @@ def bench_ros_stream_30hz(record_series, perception, frames, faces, bench_config
                   frames_dropped=count - len(latencies_ms),
                   throughput_per_s=round(len(latencies_ms) / stream_s, 2),
                   camera_rate_hz=CAMERA_RATE_HZ, topic="/emotion",
-                  num_threads=bench_config.num_threads, **node_info)
+                  num_threads=bench_config.num_threads, **node_info, **node_stats(), **extra)
     assert len(latencies_ms) <= count

@@ -80,6 +80,8 @@ class PerceptionStats:
     failed: int = 0
     dropped: int = 0
     faces_seen: int = 0
+    annotated_published: int = 0
+    annotated_skipped: int = 0
     last_rejection: str = ""
     last_failure: str = ""
     last_frame_bytes: int = 0
@@ -125,6 +127,13 @@ class PerceptionStats:
         self.failed += 1
         self._failed_in_period += 1
         self.last_failure = reason
+
+    def on_annotated(self, published: bool) -> None:
+        """An ~/annotated image published, or skipped by the node's rate limit."""
+        if published:
+            self.annotated_published += 1
+        else:
+            self.annotated_skipped += 1
 
     def on_processed(self, now_s: float, num_faces: int, timings_ms: dict[str, float]) -> None:
         self.processed += 1
@@ -208,6 +217,8 @@ def diagnostics_msg(stats: PerceptionStats, period: PeriodCounts, stamp: Time, n
         "frames_rejected": str(stats.rejected),
         "frames_failed": str(stats.failed),
         "faces_seen": str(stats.faces_seen),
+        "annotated_published": str(stats.annotated_published),
+        "annotated_skipped": str(stats.annotated_skipped),
         "last_rejection": stats.last_rejection,
         "last_failure": stats.last_failure,
     }

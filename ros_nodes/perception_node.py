@@ -11,7 +11,11 @@ and publishes the result (:mod:`aue_edge.ros_nodes.messages`) with the camera im
 - ``/faces`` (aue_msgs/FaceArray): every face, one message per processed frame (empty when the
   frame had no face, so a robot can tell "nobody there" from "no frames");
 - ``/diagnostics`` (diagnostic_msgs/DiagnosticArray): fps, per-stage latency, dropped and
-  rejected frames, backend, precision, memory, once per ``diagnostics_period_s``.
+  rejected frames, backend, precision, memory, once per ``diagnostics_period_s``;
+- ``~/annotated`` (sensor_msgs/Image, bgr8), only with ``publish_annotated``: the frame with
+  what ``aue run`` draws on it (:func:`aue_edge.edge.annotate.annotate`), at most
+  ``annotated_max_hz`` images per second, for a look in rviz2 or Foxglove. It is drawn after
+  the frame's results are published, and frames within the rate limit are skipped.
 
 Lifecycle: ``configure`` validates the parameters and loads the models (seconds: done before a
 robot needs the node), ``activate`` subscribes, ``deactivate`` unsubscribes (models stay
@@ -39,11 +43,13 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
+from aue_edge.edge.annotate import annotate
 from aue_edge.edge.backends.factory import BACKEND_KINDS
 from aue_edge.edge.errors import AueError, ConfigError, InferenceError, InputImageError
 from aue_edge.edge.pipeline import Pipeline, PipelineConfig, resolve_model_file
 from aue_edge.edge.smoothing import SMOOTHING_METHODS
-from aue_edge.ros_nodes.conversions import compressed_to_bgr, image_to_bgr, stamp_to_seconds
+from aue_edge.ros_nodes.conversions import (bgr_to_image, compressed_to_bgr, image_to_bgr,
+                                            stamp_to_seconds)
 from aue_edge.ros_nodes.diagnostics import (PerceptionStats, diagnostics_msg, drop_reason,
                                             shm_segment_bytes)
 from aue_edge.ros_nodes.messages import (PRIMARY_FACE_RULES, action_units_msg, emotion_msg,
@@ -83,6 +89,12 @@ NODE_PARAMS = (
               "(no flipping between people of similar size)"),
     ParamSpec("diagnostics_period_s", 1.0, "seconds between /diagnostics messages",
               min_value=0.05, max_value=60.0),
+    ParamSpec("publish_annotated", False, "publish ~/annotated (sensor_msgs/Image bgr8): the "
+              "frame with boxes, track ids, emotions and active AUs drawn as 'aue run' draws "
+              "them, for rviz2 / Foxglove"),
+    ParamSpec("annotated_max_hz", 5.0, "at most this many ~/annotated images per second; "
+              "frames in between are not drawn (counted as skipped in /diagnostics)",
+              min_value=0.01, max_value=1000.0),
     ParamSpec("pipeline_config", "", "edge pipeline YAML (config/pipeline.yaml layout); empty: "
               "the pipeline's defaults. The parameters below override single fields"),
     ParamSpec("precision", "auto", "which model file of model_dir runs: auto (the pipeline's "
@@ -152,6 +164,7 @@ class PerceptionNode(LifecycleNode):
         self.pipeline: Pipeline | None = None
         self._subscription = None
         self._output_publishers: list = []
+        self._annotated_pub = None
         super().__init__(NODE_NAME, parameter_overrides=[
             Parameter(name, value=value) for name, value in (overrides or {}).items()])
         declare_parameters(self, PARAMS)
@@ -196,6 +209,11 @@ class PerceptionNode(LifecycleNode):
         self._faces_pub = self.create_lifecycle_publisher(
             FaceArray, self.params["faces_topic"], depth)
         self._output_publishers = [self._emotion_pub, self._action_units_pub, self._faces_pub]
+        if self.params["publish_annotated"]:
+            # Keep-last 1: a viewer wants the newest image, never a queue of old ones.
+            self._annotated_pub = self.create_lifecycle_publisher(Image, "~/annotated", 1)
+            self._output_publishers.append(self._annotated_pub)
+            self._next_annotated_s = 0.0
         card = self.pipeline.card
         self.get_logger().info(
             f"configured: model {card.model_name} ({card.precision}, "
@@ -243,6 +261,7 @@ class PerceptionNode(LifecycleNode):
         for publisher in self._output_publishers:
             self.destroy_lifecycle_publisher(publisher)
         self._output_publishers = []
+        self._annotated_pub = None
         if self.pipeline is not None:
             self.pipeline.close()
             self.pipeline = None
@@ -304,7 +323,23 @@ class PerceptionNode(LifecycleNode):
             # node share a clock (same machine, or PTP/chrony-synchronised).
             timings["camera_to_publish"] = (self.get_clock().now().nanoseconds * 1e-9
                                             - stamp_s) * 1e3
+        if self._annotated_pub is not None:
+            # After the results are out: drawing never delays /emotion for this frame.
+            timings.update(self._publish_annotated(frame, result, msg.header))
         self.stats.on_processed(time.monotonic(), len(result.faces), timings)
+
+    def _publish_annotated(self, frame, result, header) -> dict:
+        """Draw and publish ``~/annotated`` unless the rate limit skips this frame; returns
+        the time it took as an ``annotate`` timing (none when skipped)."""
+        now_s = time.monotonic()
+        if now_s < self._next_annotated_s:
+            self.stats.on_annotated(published=False)
+            return {}
+        self._next_annotated_s = now_s + 1.0 / self.params["annotated_max_hz"]
+        drawn = annotate(frame, result, self.pipeline.au_names, self.pipeline.au_thresholds)
+        self._annotated_pub.publish(bgr_to_image(drawn, header.stamp, header.frame_id))
+        self.stats.on_annotated(published=True)
+        return {"annotate": (time.monotonic() - now_s) * 1e3}
 
     # ------------------------------------------------------------------ diagnostics
     def publish_diagnostics(self) -> None:

@@ -27,7 +27,9 @@ EXPECTED_CASES = {
     "end_to_end": {"bench_pipeline[aue_crl-ort-int8.ort-1face]",
                    "bench_pipeline[aue_crl-ort-int8.ort-5faces]"},
     "ros": {"bench_ros_round_trip[1face]", "bench_ros_round_trip[5faces]",
-            "bench_ros_stream_30hz[1face]", "bench_ros_stream_30hz[5faces]"},
+            "bench_ros_stream_30hz[1face]", "bench_ros_stream_30hz[5faces]",
+            "bench_ros_stream_30hz_annotated[1face]",
+            "bench_ros_stream_30hz_annotated[5faces]"},
 }
 
 

@@ -284,6 +284,83 @@ def test_burst_at_100hz_drops_stale_frames_and_memory_stays_flat(probe, percepti
           f"{rss_after:.1f} MiB, fps {diagnostics['fps']}")
 
 
+def test_no_annotated_image_topic_by_default(probe, astronaut_bgr):
+    received: list[Image] = []
+    subscription = probe.create_subscription(Image, "/aue_perception/annotated",
+                                             received.append, 10)
+    try:
+        stamps = [probe.publish_frame(astronaut_bgr) for _ in range(2)]
+        assert probe.wait_reply("faces", stamps[-1], timeout_s=10.0) is not None
+        probe.spin_for(0.5)
+        assert probe.count_publishers("/aue_perception/annotated") == 0
+        assert received == []
+    finally:
+        probe.destroy_subscription(subscription)
+
+
+def test_annotated_image_topic_draws_the_faces_at_a_limited_rate(context, ros_env, model_dir,
+                                                                 astronaut_bgr, tmp_path):
+    """publish_annotated:=true: ~/annotated carries the input frame (same size, stamp and
+    frame_id) with the faces drawn on it, at most annotated_max_hz images per second however
+    fast the camera; /faces still answers every processed frame, and /diagnostics counts the
+    annotated images published and skipped."""
+    topics = {"image_topic": "/ann/image", "emotion_topic": "/ann/emotion",
+              "action_units_topic": "/ann/action_units", "faces_topic": "/ann/faces",
+              "diagnostics_topic": "/ann/diagnostics"}
+    args = ["--model-dir", str(model_dir), "--ros-args", "-r", "__node:=aue_perception_ann",
+            "-p", "num_threads:=1", "-p", "diagnostics_period_s:=0.3",
+            "-p", "publish_annotated:=true", "-p", "annotated_max_hz:=2.0"]
+    args += [a for n, t in topics.items() for a in ("-p", f"{n}:={t}")]
+    log_path = tmp_path / "annotated.log"
+    process = _start("perception_node", args, ros_env, log_path)
+    ann_probe = PerceptionProbe(
+        context=context, image_topic="/ann/image", name="ann_probe",
+        reply_topics={k: f"/ann/{k}" for k in ("emotion", "action_units", "faces")},
+        diagnostics_topic="/ann/diagnostics")
+    annotated: list[Image] = []
+    ann_probe.create_subscription(Image, "/aue_perception_ann/annotated", annotated.append, 100)
+    try:
+        assert ann_probe.wait_for_node(START_TIMEOUT_S), log_path.read_text()
+        assert ann_probe.warm_up(astronaut_bgr, timeout_s=START_TIMEOUT_S), log_path.read_text()
+        ann_probe.spin_for(1.0)      # the rate limit's window after the warm-up frames
+        annotated.clear()
+        # A 30 Hz camera for 3 s.
+        stamps, start = [], time.monotonic()
+        for i in range(90):
+            ann_probe.spin_until(lambda: time.monotonic() >= start + i / 30.0, 1 / 30.0)
+            stamps.append(ann_probe.publish_frame(astronaut_bgr, frame_id="head_camera"))
+        ann_probe.spin_for(1.5)
+        stream_s = time.monotonic() - start
+        answered = [s for s in stamps if ann_probe.reply("faces", s) is not None]
+        diagnostics = ann_probe.latest_diagnostics()
+    finally:
+        ann_probe.destroy_node()
+        code = _stop(process)
+    assert code == 0, log_path.read_text()
+    print(f"annotated: {len(annotated)} images for {len(answered)} processed of "
+          f"{len(stamps)} frames in {stream_s:.1f} s at 2 Hz max")
+    assert 1 <= len(annotated) <= int(stream_s * 2.0) + 1, len(annotated)
+    assert len(annotated) < len(answered), (len(annotated), len(answered))
+    assert int(diagnostics["annotated_published"]) >= len(annotated)
+    assert int(diagnostics["annotated_skipped"]) >= len(answered) - len(annotated)
+    by_stamp = {(s.sec, s.nanosec): s for s in stamps}
+    for image in annotated:
+        stamp = by_stamp[(image.header.stamp.sec, image.header.stamp.nanosec)]
+        assert image.header.frame_id == "head_camera" and image.encoding == "bgr8"
+        drawn = image_to_bgr(image)
+        assert drawn.shape == astronaut_bgr.shape
+        faces = ann_probe.reply("faces", stamp)
+        assert faces is not None and len(faces.faces) == 1
+        roi = faces.faces[0].roi
+        changed = np.any(drawn != astronaut_bgr, axis=2)
+        box = changed[roi.y_offset:roi.y_offset + roi.height + 1,
+                      roi.x_offset:roi.x_offset + roi.width + 1]
+        # The box outline is drawn on the face's border.
+        assert box[0].mean() > 0.5 and box[:, 0].mean() > 0.5, roi
+        # Far from the face (bottom-right corner) the frame is untouched.
+        assert not changed[-40:, -40:].any()
+
+
 def test_image_source_publishes_a_folder_with_headers(context, ros_env, astronaut_bgr,
                                                       tmp_path):
     folder = tmp_path / "frames"
@@ -618,6 +695,8 @@ def test_4k_frames_arrive_with_the_shipped_profile_and_losses_are_explained(
     (["--params-file", "/no/such/params.yaml"], "'--params-file /no/such/params.yaml'"),
     (["-p", "image_topic:=/camera/bad topic"], "parameter 'image_topic'"),
     (["-p", "faces_topic:=/9faces"], "parameter 'faces_topic'"),
+    (["-p", "annotated_max_hz:=0.0"],
+     "parameter 'annotated_max_hz': Invalid parameter value (0.0)"),
 ])
 def test_bad_ros_arguments_and_topic_names_fail_in_one_line(ros_env, model_dir, ros_args,
                                                             message):
