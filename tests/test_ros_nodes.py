@@ -119,6 +119,25 @@ def _start(module: str, args: list[str], env: dict, log_path: Path,
                             env=env, stdout=stdout or log, stderr=log, text=True)
 
 
+def _node_on_own_topics(prefix: str, model_dir: Path, context, ros_env: dict, tmp_path: Path,
+                        *params: str):
+    """A perception node named ``aue_perception_<prefix>`` on ``/<prefix>/...`` topics (so it
+    cannot answer another test's probe), and a probe for it; ``params`` as ``name:=value``."""
+    topics = {f"{kind}_topic": f"/{prefix}/{kind}"
+              for kind in ("image", "emotion", "action_units", "faces", "diagnostics")}
+    args = ["--model-dir", str(model_dir), "--ros-args", "-r",
+            f"__node:=aue_perception_{prefix}", "-p", "diagnostics_period_s:=0.3"]
+    args += [a for p in params for a in ("-p", p)]
+    args += [a for n, t in topics.items() for a in ("-p", f"{n}:={t}")]
+    log_path = tmp_path / f"{prefix}.log"
+    process = _start("perception_node", args, ros_env, log_path)
+    probe = PerceptionProbe(
+        context=context, image_topic=f"/{prefix}/image", name=f"{prefix}_probe",
+        reply_topics={k: f"/{prefix}/{k}" for k in ("emotion", "action_units", "faces")},
+        diagnostics_topic=f"/{prefix}/diagnostics")
+    return process, probe, log_path
+
+
 def _stop(process: subprocess.Popen, sig=signal.SIGINT, timeout_s: float = 20.0) -> int:
     if process.poll() is None:
         process.send_signal(sig)
@@ -304,19 +323,9 @@ def test_annotated_image_topic_draws_the_faces_at_a_limited_rate(context, ros_en
     frame_id) with the faces drawn on it, at most annotated_max_hz images per second however
     fast the camera; /faces still answers every processed frame, and /diagnostics counts the
     annotated images published and skipped."""
-    topics = {"image_topic": "/ann/image", "emotion_topic": "/ann/emotion",
-              "action_units_topic": "/ann/action_units", "faces_topic": "/ann/faces",
-              "diagnostics_topic": "/ann/diagnostics"}
-    args = ["--model-dir", str(model_dir), "--ros-args", "-r", "__node:=aue_perception_ann",
-            "-p", "num_threads:=1", "-p", "diagnostics_period_s:=0.3",
-            "-p", "publish_annotated:=true", "-p", "annotated_max_hz:=2.0"]
-    args += [a for n, t in topics.items() for a in ("-p", f"{n}:={t}")]
-    log_path = tmp_path / "annotated.log"
-    process = _start("perception_node", args, ros_env, log_path)
-    ann_probe = PerceptionProbe(
-        context=context, image_topic="/ann/image", name="ann_probe",
-        reply_topics={k: f"/ann/{k}" for k in ("emotion", "action_units", "faces")},
-        diagnostics_topic="/ann/diagnostics")
+    process, ann_probe, log_path = _node_on_own_topics(
+        "ann", model_dir, context, ros_env, tmp_path, "num_threads:=1",
+        "publish_annotated:=true", "annotated_max_hz:=2.0")
     annotated: list[Image] = []
     ann_probe.create_subscription(Image, "/aue_perception_ann/annotated", annotated.append, 100)
     try:
@@ -581,18 +590,8 @@ def test_a_non_finite_output_is_counted_never_published(context, ros_env, astron
 
     directory = tmp_path / "nan_on_faces"
     build_standin_model(directory, non_finite="on_faces")
-    args = ["--model-dir", str(directory), "--ros-args", "-r", "__node:=aue_perception_nan",
-            "-p", "diagnostics_period_s:=0.3"]
-    topics = {"image_topic": "/nan/image", "emotion_topic": "/nan/emotion",
-              "action_units_topic": "/nan/action_units", "faces_topic": "/nan/faces",
-              "diagnostics_topic": "/nan/diagnostics"}
-    args += [a for n, t in topics.items() for a in ("-p", f"{n}:={t}")]
-    log_path = tmp_path / "nan.log"
-    process = _start("perception_node", args, ros_env, log_path)
-    nan_probe = PerceptionProbe(
-        context=context, image_topic="/nan/image", name="nan_probe",
-        reply_topics={k: f"/nan/{k}" for k in ("emotion", "action_units", "faces")},
-        diagnostics_topic="/nan/diagnostics")
+    process, nan_probe, log_path = _node_on_own_topics("nan", directory, context, ros_env,
+                                                       tmp_path)
     try:
         # A frame without a face runs no inference: answered (proves the connection).
         assert nan_probe.wait_for_node(START_TIMEOUT_S), log_path.read_text()
