@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aue_edge.benchmarks.config import BenchConfig
-from aue_edge.edge.model_card import CARD_FILENAME, ModelCard
+from aue_edge.edge.model_card import (CARD_FILENAME, FP32_MODEL_FILENAME, INT8_ORT_MODEL_FILENAME,
+                                      INT8_QDQ_MODEL_FILENAME, ModelCard)
 # The pipeline's own rule for which extra input it can feed.
 from aue_edge.edge.pipeline import DEFAULT_MODEL_DIR, MODEL_FILES, is_landmarks_input
 
 # How each ONNX file is made, for the skip reason of a missing one.
-ONNX_MAKERS = {"model.onnx": "'aue export'",
-               "model.int8.ort.onnx": "'aue calibrate ... --target ort-cpu'",
-               "model.int8.onnx": "'aue calibrate ... --target tensorrt'"}
+ONNX_MAKERS = {FP32_MODEL_FILENAME: "'aue export'",
+               INT8_ORT_MODEL_FILENAME: "'aue calibrate ... --target ort-cpu'",
+               INT8_QDQ_MODEL_FILENAME: "'aue calibrate ... --target tensorrt'"}
 
 
 def file_tag(file_name: str, precision: str) -> str:
@@ -115,7 +116,8 @@ def _skip_reason(directory: Path, backend: str, precision: str, path: Path,
         if backend == "ort":
             how = ONNX_MAKERS.get(path.name, "'aue export' / 'aue calibrate'")
         else:
-            source = directory / ("model.int8.onnx" if precision == "int8" else "model.onnx")
+            source = directory / (INT8_QDQ_MODEL_FILENAME if precision == "int8"
+                                  else FP32_MODEL_FILENAME)
             how = f"'aue build {source} --precision {precision} --out {path}' on this device"
         return (f"{path} does not exist: {backend} {precision} was NOT benchmarked; make it "
                 f"with {how}")

@@ -33,8 +33,8 @@ from aue_edge.calibration.config import CalibrationConfig
 from aue_edge.calibration.graph import (activation_tensors, graph_inputs, load_model,
                                         opset_version, temporary_model_file,
                                         with_extra_outputs)
-from aue_edge.calibration.ort_qdq import (ORT_INT8_MODEL_FILENAME, ORT_PRECISION,
-                                          asymmetric_ranges, inspect_ort_qdq, quantize_for_ort)
+from aue_edge.calibration.ort_qdq import (ORT_PRECISION, asymmetric_ranges, inspect_ort_qdq,
+                                          quantize_for_ort)
 from aue_edge.calibration.qdq import (QuantizationPlan, inspect_qdq, insert_qdq,
                                       plan_quantization)
 from aue_edge.calibration.report import OutputAgreement, TensorSnr, write_plots
@@ -47,15 +47,15 @@ from aue_edge.edge.trt_targets import resolve_target
 from aue_edge.edge.checksums import sha256_of_files
 from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
 from aue_edge.edge.errors import CalibrationError, ModelFileError
-from aue_edge.edge.model_card import CARD_FILENAME, ModelCard, embed_card_in_onnx
+from aue_edge.edge.model_card import (CALIBRATION_CACHE_FILENAME, CARD_FILENAME,
+                                      INT8_ORT_MODEL_FILENAME, INT8_QDQ_MODEL_FILENAME,
+                                      ModelCard, embed_card_in_onnx)
 from aue_edge.edge.outputs import prepare_output_dir, staged_outputs
 from aue_edge.edge.face.landmarks import mean_shape_68
 from aue_edge.edge.face.templates import FERPLUS_TEMPLATE_5PT
 from aue_edge.edge.pipeline import LANDMARKS_INPUT, LoadedModel, is_landmarks_input
 from aue_edge.edge.preprocess import to_model_input
 
-INT8_MODEL_FILENAME = "model.int8.onnx"
-CACHE_FILENAME = "calibration.cache"
 REPORT_FILENAME = "calibration_report.json"
 IMAGES_FILENAME = "calibration_images.tsv"
 REPORT_SCHEMA = "aue_calibration_report/1"
@@ -75,9 +75,9 @@ class OutputNames:
 
 
 OUTPUT_NAMES = {
-    "tensorrt": OutputNames(INT8_MODEL_FILENAME, REPORT_FILENAME, IMAGES_FILENAME, "",
+    "tensorrt": OutputNames(INT8_QDQ_MODEL_FILENAME, REPORT_FILENAME, IMAGES_FILENAME, "",
                             "int8-qdq"),
-    "ort-cpu": OutputNames(ORT_INT8_MODEL_FILENAME, "calibration_report.ort.json",
+    "ort-cpu": OutputNames(INT8_ORT_MODEL_FILENAME, "calibration_report.ort.json",
                            "calibration_images.ort.tsv", ".ort", ORT_PRECISION),
 }
 
@@ -155,7 +155,8 @@ def output_files(target: str) -> tuple[str, ...]:
     """Every file name ``aue calibrate --target target`` may write into --out (the plots are
     checked when written)."""
     names = OUTPUT_NAMES[target]
-    return (names.model, names.report, names.images, CACHE_FILENAME, CARD_FILENAME,
+    return (names.model, names.report, names.images, CALIBRATION_CACHE_FILENAME,
+            CARD_FILENAME,
             Path(names.model).stem + ".card.json")
 
 
@@ -254,8 +255,9 @@ def _calibrate(model_path: Path, card: ModelCard, calib_source: FaceSource,
         if facts["opset"] != opset_version(model):
             raise CalibrationError(f"the Q/DQ model changed the opset from "
                                    f"{opset_version(model)} to {facts['opset']}")
-        write_cache(stage / CACHE_FILENAME, cache_ranges, target.cache_version_code, algorithm)
-        cache_path = out_dir / CACHE_FILENAME
+        write_cache(stage / CALIBRATION_CACHE_FILENAME, cache_ranges, target.cache_version_code,
+                    algorithm)
+        cache_path = out_dir / CALIBRATION_CACHE_FILENAME
         if target.implicit_int8 == "deprecated":
             warnings.append(f"TensorRT {target.name} deprecates implicit INT8 (calibration "
                             f"caches; removed in TensorRT 11): build {names.model} there")
@@ -447,7 +449,7 @@ def _write_card(card: ModelCard, out_dir: Path, stage: Path, model_path: Path,
     model.int8.card.json); target ort-cpu always writes model.int8.ort.card.json, so a folder's
     card.json never describes it."""
     named = Path(names.model).stem + ".card.json"
-    if names.model != INT8_MODEL_FILENAME:
+    if names.model != INT8_QDQ_MODEL_FILENAME:
         return card.save(stage / named)
     beside = out_dir / CARD_FILENAME
     if out_dir.resolve() == model_path.parent.resolve() and beside.is_file():

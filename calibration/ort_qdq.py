@@ -48,10 +48,10 @@ import onnx
 from onnx import numpy_helper
 
 from aue_edge.calibration.qdq import _node_label, _weight_axis, check_qdq_model
+from aue_edge.edge.model_card import INT8_ORT_MODEL_FILENAME
 from aue_edge.calibration.stats import TensorHistogram
 from aue_edge.edge.errors import CalibrationError
 
-ORT_INT8_MODEL_FILENAME = "model.int8.ort.onnx"
 ORT_PRECISION = "int8-qdq-ort"
 # Activations that follow a quantised op and that ONNX Runtime's QDQ quantizer folds into the
 # producer's uint8 output range (so the Conv output Q/DQ fuses into QLinearConv).
@@ -127,7 +127,7 @@ def quantize_for_ort(model: onnx.ModelProto, ranges: dict[str, tuple[float, floa
         for name, (low, high) in ranges.items()})
     with tempfile.TemporaryDirectory(prefix="aue_ort_qdq_") as tmp:
         cache = Path(tmp) / "ranges.json"
-        output = Path(tmp) / "model.int8.ort.onnx"
+        output = Path(tmp) / INT8_ORT_MODEL_FILENAME
         save_tensors_data(tensors, cache)
         try:
             with _without_preprocess_warning():

@@ -36,6 +36,8 @@ import numpy as np
 
 from aue_edge import __version__
 from aue_edge.edge.errors import ConfigError
+from aue_edge.edge.model_card import (CALIBRATION_CACHE_FILENAME, FP32_MODEL_FILENAME,
+                                      INT8_QDQ_MODEL_FILENAME)
 
 MODEL_DIR = Path(__file__).resolve().parent / "models"
 REPORT_NAME = "doctor_report.json"
@@ -81,14 +83,15 @@ class EngineJob:
 def engine_jobs(model_dir: Path, trt_major: int | None) -> list[EngineJob]:
     """The shipped models in each precision; the cache job only where implicit INT8 exists."""
     classifier, yunet = model_dir / "aue_crl", model_dir / "yunet"
-    jobs = [EngineJob("classifier-fp32", classifier / "model.onnx", "fp32"),
-            EngineJob("classifier-fp16", classifier / "model.onnx", "fp16"),
-            EngineJob("classifier-int8-qdq", classifier / "model.int8.onnx", "int8"),
+    fp32, qdq = classifier / FP32_MODEL_FILENAME, classifier / INT8_QDQ_MODEL_FILENAME
+    jobs = [EngineJob("classifier-fp32", fp32, "fp32"),
+            EngineJob("classifier-fp16", fp32, "fp16"),
+            EngineJob("classifier-int8-qdq", qdq, "int8"),
             EngineJob("yunet-fp32", yunet / "face_detection_yunet.onnx", "fp32", detector=True),
             EngineJob("yunet-fp16", yunet / "face_detection_yunet.onnx", "fp16", detector=True)]
     if trt_major is None or trt_major < 10:
-        jobs.insert(3, EngineJob("classifier-int8-cache", classifier / "model.onnx", "int8",
-                                 calibration_cache=classifier / "calibration.cache"))
+        jobs.insert(3, EngineJob("classifier-int8-cache", fp32, "int8",
+                                 calibration_cache=classifier / CALIBRATION_CACHE_FILENAME))
     return jobs
 
 
@@ -175,7 +178,7 @@ class Doctor:
         if shutil.which("polygraphy") is None:
             return {"status": "skipped", "reason": "polygraphy not installed (pip install "
                                                    "polygraphy)"}
-        argv = ["polygraphy", "run", str(self.model_dir / "aue_crl" / "model.onnx"), "--trt",
+        argv = ["polygraphy", "run", str(self.model_dir / "aue_crl" / FP32_MODEL_FILENAME), "--trt",
                 "--onnxrt", "--input-shapes", "image:[1,3,112,112]"]
         code, output = self.run_command(argv, self.timeout_s)
         return {"status": "ok" if code == 0 else "failed", "command": argv, "returncode": code,
@@ -196,7 +199,7 @@ class Doctor:
         from aue_edge.edge.backends.tensorrt_backend import TrtBackend
 
         batch = np.random.default_rng(0).standard_normal((4, 3, 112, 112)).astype(np.float32)
-        with OrtBackend(self.model_dir / "aue_crl" / "model.onnx") as ort:
+        with OrtBackend(self.model_dir / "aue_crl" / FP32_MODEL_FILENAME) as ort:
             reference = ort.infer({"image": batch})
         with TrtBackend(engine) as trt:
             got = trt.infer({"image": batch})

@@ -22,6 +22,13 @@ from aue_edge.edge.errors import ModelCardError
 SCHEMA_VERSION = 1
 METADATA_KEY = "aue_model_card"
 CARD_FILENAME = "card.json"
+# The files of a model folder (e.g. edge/models/aue_crl), one name each, for every stage:
+FP32_MODEL_FILENAME = "model.onnx"                 # aue export
+INT8_QDQ_MODEL_FILENAME = "model.int8.onnx"        # aue calibrate --target tensorrt (Q/DQ)
+INT8_ORT_MODEL_FILENAME = "model.int8.ort.onnx"    # aue calibrate --target ort-cpu
+CALIBRATION_CACHE_FILENAME = "calibration.cache"   # aue calibrate, TensorRT implicit INT8
+ENGINE_FILENAMES = {"int8": "model.int8.engine", "fp16": "model.fp16.engine",
+                    "fp32": "model.engine"}      # aue build, per precision
 COLOR_MODES = ("rgb", "bgr", "gray3")
 
 

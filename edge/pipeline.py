@@ -49,7 +49,8 @@ from aue_edge.edge.backends.trt_api import CUDA_BINDINGS  # a constant; TensorRT
 from aue_edge.edge.config_files import read_yaml_with_lines
 from aue_edge.edge.errors import (AueError, ConfigError, InferenceError, ModelCardError,
                                   ModelFileError)
-from aue_edge.edge.model_card import ModelCard
+from aue_edge.edge.model_card import (ENGINE_FILENAMES, FP32_MODEL_FILENAME,
+                                      INT8_ORT_MODEL_FILENAME, INT8_QDQ_MODEL_FILENAME, ModelCard)
 from aue_edge.edge.results import FaceResult, FrameResult
 from aue_edge.edge.smoothing import SMOOTHING_METHODS, TrackSmoother
 from aue_edge.edge.tracking import ASSIGNMENT_METHODS, IouTracker
@@ -58,13 +59,13 @@ EDGE_DIR = Path(__file__).resolve().parent
 DEFAULT_MODEL_DIR = EDGE_DIR / "models" / "aue_crl"
 # backend -> precision -> model files in order of preference (module docstring).
 MODEL_FILES = {
-    "ort": {"auto": ("model.int8.ort.onnx", "model.int8.onnx", "model.onnx"),
-            "int8": ("model.int8.ort.onnx", "model.int8.onnx"),
-            "fp32": ("model.onnx",)},
-    "trt": {"auto": ("model.int8.engine", "model.fp16.engine", "model.engine"),
-            "int8": ("model.int8.engine",),
-            "fp16": ("model.fp16.engine",),
-            "fp32": ("model.engine",)},
+    "ort": {"auto": (INT8_ORT_MODEL_FILENAME, INT8_QDQ_MODEL_FILENAME, FP32_MODEL_FILENAME),
+            "int8": (INT8_ORT_MODEL_FILENAME, INT8_QDQ_MODEL_FILENAME),
+            "fp32": (FP32_MODEL_FILENAME,)},
+    "trt": {"auto": (ENGINE_FILENAMES["int8"], ENGINE_FILENAMES["fp16"], ENGINE_FILENAMES["fp32"]),
+            "int8": (ENGINE_FILENAMES["int8"],),
+            "fp16": (ENGINE_FILENAMES["fp16"],),
+            "fp32": (ENGINE_FILENAMES["fp32"],)},
 }
 STAGES = ("detect", "align", "infer", "postprocess", "total")
 LANDMARKS_INPUT = "landmarks"

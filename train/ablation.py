@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from aue_edge.edge.model_card import FP32_MODEL_FILENAME
+
 CONFIG = Path(__file__).resolve().parent / "configs" / "aue_crl_r18_au_ckplus.yaml"
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -54,7 +56,7 @@ def _train(init: Path, out_dir: Path, overrides: dict[str, Any], seed: int, fold
     from aue_edge.train import trainer
     from aue_edge.train.export import export_checkpoint
 
-    onnx_path = out_dir / "onnx" / "model.onnx"
+    onnx_path = out_dir / "onnx" / FP32_MODEL_FILENAME
     if onnx_path.is_file():
         return onnx_path
     settings = {"seed": seed, "out_dir": str(out_dir), "data.root": ferplus_root,
@@ -89,7 +91,7 @@ def run_ablation(init: str | Path, out: str | Path, seeds: tuple[int, ...], ferp
     init, out = Path(init), Path(out)
     results: dict[str, Any] = {"init": str(init), "seeds": list(seeds), "budget": budget,
                                "variants": {}}
-    backbone = out / "backbone" / "onnx" / "model.onnx"
+    backbone = out / "backbone" / "onnx" / FP32_MODEL_FILENAME
     if not backbone.is_file():
         # pred1 alone: the stage-1 checkpoint exported with the expression head as the output.
         from aue_edge.train.runtime import read_checkpoint, save_checkpoint

@@ -28,8 +28,8 @@ import torch
 
 from aue_edge.edge.checksums import sha256_of_files
 from aue_edge.edge.errors import ConfigError, ModelFileError
-from aue_edge.edge.model_card import (CARD_FILENAME, AlignmentSpec, InputSpec, ModelCard,
-                                      OutputSpec, embed_card_in_onnx)
+from aue_edge.edge.model_card import (CARD_FILENAME, FP32_MODEL_FILENAME, AlignmentSpec,
+                                      InputSpec, ModelCard, OutputSpec, embed_card_in_onnx)
 from aue_edge.edge.trt_lint import ALL_TARGETS, lint_model, raise_for_targets
 from aue_edge.edge.trt_targets import TARGETS
 
@@ -41,7 +41,7 @@ def export_onnx(model: torch.nn.Module, card: ModelCard, out_dir: str | Path,
                 input_names: Sequence[str] = ("image",),
                 output_names: Sequence[str] = ("emotion_probs", "au_probs"),
                 dynamic_axes: dict[str, dict[int, str]] | None = None,
-                filename: str = "model.onnx") -> Path:
+                filename: str = FP32_MODEL_FILENAME) -> Path:
     """Export ``model`` (eval mode) to ``out_dir/filename`` and write ``card.json`` beside it.
 
     ``example_inputs`` default: one float32 batch of 2 shaped from ``card.input``.
