@@ -9,10 +9,12 @@ line.
 """
 from __future__ import annotations
 
+import csv
 import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -235,6 +237,17 @@ def read_text_lines(path: Path) -> list[str]:
                            f"offset {exc.start}); the label file is corrupt or was re-saved in "
                            f"another encoding: restore the original file") from None
     return text.splitlines()
+
+
+def read_csv_rows(path: Path, header: tuple[str, ...]) -> Iterator[tuple[int, list[str]]]:
+    """``(line number, fields)`` of a UTF-8 csv label file after its header line, which must be
+    ``header`` (an error naming the file otherwise)."""
+    reader = csv.reader(read_text_lines(path))
+    found = next(reader, None)
+    if found is None or tuple(h.strip() for h in found) != tuple(header):
+        raise DatasetError(f"{path}:1: expected the header {','.join(header)}, found "
+                           f"{','.join(found or [])!r}")
+    return enumerate(reader, start=2)
 
 
 def parse_int(text: str, where: str, what: str, low: int | None = None,

@@ -18,13 +18,12 @@ training face (0.893 vs 0.877 unwarped), so the crops are used as they are, like
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from aue_edge.edge.errors import DatasetError
-from aue_edge.train.data.base import FaceDataset, Record, read_gray_crops, read_text_lines
+from aue_edge.train.data.base import FaceDataset, Record, read_csv_rows, read_gray_crops
 from aue_edge.train.data.folds import CKPLUS_FOLDS, fold_subjects
 
 #: CK+ emotion folder/label names -> the package's canonical expression names.
@@ -57,14 +56,8 @@ class CkPlus(FaceDataset):
         known = {s for f in CKPLUS_FOLDS for s in f}
         self.fold = fold
         self.sequences: list[str] = []
-        lines = read_text_lines(label_file)
-        reader = csv.reader(lines)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != COLUMNS:
-            raise DatasetError(f"{label_file}:1: expected the header {','.join(COLUMNS)}, found "
-                               f"{','.join(header or [])!r}")
         seen: set[str] = set()
-        for line_no, row in enumerate(reader, start=2):
+        for line_no, row in read_csv_rows(label_file, COLUMNS):
             where = f"{label_file}:{line_no}"
             if not row:
                 continue

@@ -15,14 +15,13 @@ Folder form (the Kaggle image release)::
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 
 from aue_edge.edge.errors import DatasetError
 from aue_edge.train.data.base import (FaceDataset, Record, list_class_folders, parse_int,
-                                      read_text_lines)
+                                      read_csv_rows)
 from aue_edge.train.knowledge import FER2013_LABELS
 
 USAGES = {"train": "Training", "valid": "PublicTest", "test": "PrivateTest"}
@@ -47,14 +46,8 @@ class Fer2013Csv(FaceDataset):
                                f"{tuple(USAGES)} or {tuple(USAGES.values())}")
         csv_path = Path(csv_path)
         super().__init__(usage, csv_path)
-        lines = read_text_lines(csv_path)
-        reader = csv.reader(lines)
-        header = next(reader, None)
-        if header is None or tuple(h.strip() for h in header) != HEADER:
-            raise DatasetError(f"{csv_path}:1: expected the header {','.join(HEADER)}, found "
-                               f"{','.join(header or [])!r}")
         other_usages = 0
-        for line_no, row in enumerate(reader, start=2):
+        for line_no, row in read_csv_rows(csv_path, HEADER):
             where = f"{csv_path}:{line_no}"
             if not row:
                 raise DatasetError(f"{where}: empty row inside the csv")
