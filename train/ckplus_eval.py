@@ -448,10 +448,7 @@ def _reference_columns(path: Path, au_names: list[str], num_images: int) -> dict
     for method, summary in ref["au"].items():
         if "per_au" not in summary:
             continue
-        per_au = {n: summary["per_au"][n] for n in au_names}
-        columns[method] = {f"mean_{k}": float(np.nanmean([v[k] for v in per_au.values()]))
-                           for k in ("f1", "auc", "f1_fitted")}
-        columns[method]["per_au"] = per_au
+        columns[method] = _summary({n: summary["per_au"][n] for n in au_names})
     return {"file": str(path), "model_name": ref.get("model_name"),
             "models": ref.get("models"), "au": columns}
 
