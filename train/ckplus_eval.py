@@ -289,6 +289,20 @@ def _write_with_plot(result: dict[str, Any], out_dir: Path, json_name: str,
 def plot_ckplus_au(result: dict[str, Any], path: str | Path) -> Path:
     """Per-AU F1 (model threshold; baselines at 0.5) and AUC bars: the model beside every
     baseline."""
+    methods = [m for m in ("model",) + BASELINES if "per_au" in result["au"][m]]
+    acc = result["emotion_accuracy"]
+    return _plot_au_bars(
+        result["au_names"], [(m, result["au"][m]) for m in methods],
+        "F1-frame (model: its thresholds; baselines: 0.5)", len(methods),
+        f"{result['model_name']} on CK+ ({result['num_subjects']} subjects, folds "
+        f"{result['folds']}, subject-exclusive): emotion accuracy model {acc['model']:.3f}, "
+        f"stacked read-out {acc['stacked']:.3f}", path)
+
+
+def _plot_au_bars(names: Sequence[str], series: list[tuple[str, dict[str, Any]]],
+                  f1_label: str, legend_columns: int, title: str, path: str | Path) -> Path:
+    """Two bar charts, per-AU F1 over per-AU AUC, one bar per ``(label, summary)`` of
+    ``series`` (a summary holds ``per_au`` and the ``mean_*`` values, as :func:`_summary`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -296,29 +310,22 @@ def plot_ckplus_au(result: dict[str, Any], path: str | Path) -> Path:
 
     from aue_edge.edge.plotting import save_figure
 
-    names = result["au_names"]
-    methods = [m for m in ("model",) + BASELINES if "per_au" in result["au"][m]]
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.8 * len(names)), 7.5), sharex=True)
-    width = 0.8 / len(methods)
+    width = 0.8 / len(series)
     x = np.arange(len(names))
     for metric, ax in zip(("f1", "auc"), axes):
-        for i, m in enumerate(methods):
-            values = [result["au"][m]["per_au"][n][metric] for n in names]
-            mean = result["au"][m][f"mean_{metric}"]
-            ax.bar(x + (i - (len(methods) - 1) / 2) * width, values, width,
-                   label=f"{m} (mean {mean:.2f})", color=f"C{i}")
-        ax.set_ylabel("F1-frame (model: its thresholds; baselines: 0.5)" if metric == "f1"
-                      else "ROC AUC", fontsize=8)
+        for i, (label, summary) in enumerate(series):
+            values = [summary["per_au"][n][metric] for n in names]
+            ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width,
+                   label=f"{label} (mean {summary[f'mean_{metric}']:.2f})", color=f"C{i}")
+        ax.set_ylabel(f1_label if metric == "f1" else "ROC AUC", fontsize=8)
         ax.set_ylim(0, 1)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, ncol=len(methods), loc="lower center",
+        ax.legend(fontsize=7, ncol=legend_columns, loc="lower center",
                   bbox_to_anchor=(0.5, 1.0), frameon=False)
     axes[1].axhline(0.5, color="grey", lw=0.8, ls="--")
     axes[1].set_xticks(x, names, rotation=45)
-    acc = result["emotion_accuracy"]
-    fig.suptitle(f"{result['model_name']} on CK+ ({result['num_subjects']} subjects, folds "
-                 f"{result['folds']}, subject-exclusive): emotion accuracy model "
-                 f"{acc['model']:.3f}, stacked read-out {acc['stacked']:.3f}", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     return save_figure(fig, path, dpi=110)
 
 
@@ -455,36 +462,13 @@ def _reference_columns(path: Path, au_names: list[str], num_images: int) -> dict
 
 def plot_detector_cv(result: dict[str, Any], path: str | Path) -> Path:
     """Per-AU F1-frame and AUC bars: the detector beside the default model and baselines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from aue_edge.edge.plotting import save_figure
-
-    names = result["au_names"]
-    series = [(f"{result['model_name']} (F1 at 0.5)", result["au"]["model"])]
+    series = [(f"{result['model_name']}, F1 at 0.5", result["au"]["model"])]
     reference = result.get("reference", {}).get("au", {})
     for method, label in (("model", "default model (its thresholds)"),
                           ("knowledge", "emotion_probs @ W (0.5)")):
         if method in reference:
             series.append((label, reference[method]))
     series.append(("constant (all present)", result["au"]["constant"]))
-    fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.8 * len(names)), 7.5), sharex=True)
-    width = 0.8 / len(series)
-    x = np.arange(len(names))
-    for metric, ax in zip(("f1", "auc"), axes):
-        for i, (label, summary) in enumerate(series):
-            values = [summary["per_au"][n][metric] for n in names]
-            ax.bar(x + (i - (len(series) - 1) / 2) * width, values, width,
-                   label=f"{label}: mean {summary[f'mean_{metric}']:.2f}", color=f"C{i}")
-        ax.set_ylabel("F1-frame" if metric == "f1" else "ROC AUC")
-        ax.set_ylim(0, 1)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2, loc="lower center", bbox_to_anchor=(0.5, 1.0),
-                  frameon=False)
-    axes[1].axhline(0.5, color="grey", lw=0.8, ls="--")
-    axes[1].set_xticks(x, names, rotation=45)
-    fig.suptitle(f"{result['model_name']} on CK+ ({result['num_subjects']} subjects, "
-                 f"subject-exclusive 3-fold CV)", fontsize=9)
-    return save_figure(fig, path, dpi=110)
+    return _plot_au_bars(result["au_names"], series, "F1-frame", 2,
+                         f"{result['model_name']} on CK+ ({result['num_subjects']} subjects, "
+                         f"subject-exclusive 3-fold CV)", path)
