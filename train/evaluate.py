@@ -64,11 +64,11 @@ def _onnx_predictor(path: Path, providers: tuple[str, ...], num_threads: int | N
 def _checkpoint_predictor(path: Path, device: str):
     import torch
 
-    from aue_edge.train.export import card_from_checkpoint
+    from aue_edge.train.export import card_from_checkpoint, is_au_detector
     from aue_edge.train.runtime import load_checkpoint, select_device
 
     model, payload = load_checkpoint(path)
-    if "au_names" in payload:        # written by the AU-detector trainer
+    if is_au_detector(model, payload):
         raise _detector_error(path)
     card: ModelCard = card_from_checkpoint(payload, model, None)
     dev = select_device(device)

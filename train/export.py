@@ -184,6 +184,11 @@ def card_from_checkpoint(payload: dict[str, Any], model: torch.nn.Module,
     )
 
 
+def is_au_detector(model: torch.nn.Module, payload: dict[str, Any]) -> bool:
+    """A checkpoint of the AU-detector trainer (LP-Net, GTLE-Net, KDSRL), not of AUE-CRL."""
+    return "au_names" in payload and not hasattr(model, "export_module")
+
+
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET,
                       metrics: dict[str, Any] | None = None) -> Path:
     """``aue export``: checkpoint -> ``out_dir/model.onnx`` + ``out_dir/card.json``."""
@@ -192,7 +197,7 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = 
     checkpoint = Path(checkpoint)
     model, payload = load_checkpoint(checkpoint)
     model.eval()
-    if "au_names" in payload and not hasattr(model, "export_module"):  # an AU detector
+    if is_au_detector(model, payload):
         from aue_edge.train.au.export import export_au_checkpoint
 
         return export_au_checkpoint(checkpoint, out_dir, opset, metrics)
