@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.aue-installed
 
-# The runtime (edge/, ros_nodes/, aue run/build/bench/doctor) also supports Python 3.8
+# The runtime (aue_edge/edge/, aue_edge/ros_nodes/, aue run/build/bench/doctor) also supports Python 3.8
 # (JetPack 5) and 3.10 (JetPack 6): `make test` runs its tests under both too.
 PYENV_VERSIONS ?= /root/.pyenv/versions
 RUNTIME_PYTHONS ?= 3.8.18 3.10.13
@@ -28,7 +28,7 @@ $(STAMP): requirements.txt setup.py package.xml $(MSGS)
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/aue run --source edge/samples/demo_clip.mp4 --out runs/demo
+	$(VENV)/bin/aue run --source aue_edge/edge/samples/demo_clip.mp4 --out runs/demo
 	$(PY) -m aue_edge.ros_nodes.demo
 
 test: setup test-runtime

@@ -1,37 +1,28 @@
-"""ament_python package ``aue_edge``; also installs with ``pip install -e .``.
+"""ament_python package ``aue_edge``; also installs with ``pip install -e .`` or ``pip install .``.
 
-The repository's top-level folders are the product's stages (train -> calibration -> edge ->
-ros_nodes). They are installed as sub-packages of ``aue_edge`` so nothing generic such as
-``train`` lands in site-packages.
+The product's stages are sub-packages of ``aue_edge`` in the ``aue_edge/`` folder
+(``aue_edge/train`` -> ``aue_edge/calibration`` -> ``aue_edge/edge`` -> ``aue_edge/ros_nodes``,
+plus ``core``, ``data`` and ``benchmarks``), so every import is a path under ``aue_edge/`` and the
+folder is the same package whether imported from the checkout or installed. ``config/`` and
+``launch/`` sit beside ``package.xml`` as in any ament package and go to ``share/aue_edge``.
 """
 from glob import glob
+from os.path import isfile
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 PACKAGE = "aue_edge"
-STAGES = ("edge", "train", "calibration", "ros_nodes", "benchmarks")
 
 
-def _stage_packages():
-    import os
+def _files(pattern: str) -> list:
+    """Files (never folders such as ``__pycache__``) matching ``pattern``, sorted."""
+    return sorted(path for path in glob(pattern) if isfile(path))
 
-    packages, package_dir = [PACKAGE], {PACKAGE: PACKAGE}
-    for stage in STAGES:
-        for root, _dirs, files in os.walk(stage):
-            if "__init__.py" in files:
-                name = f"{PACKAGE}." + root.replace(os.sep, ".")
-                packages.append(name)
-                package_dir[name] = root
-    return packages, package_dir
-
-
-packages, package_dir = _stage_packages()
 
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=packages,
-    package_dir=package_dir,
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
     package_data={
         f"{PACKAGE}.edge": ["models/*/*.onnx", "models/*/*.json", "models/*/*.cache",
                             "models/*/*.md", "samples/*"],
@@ -40,10 +31,10 @@ setup(
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/config", glob("config/*")),
-        (f"share/{PACKAGE}/launch", glob("launch/*")),
+        (f"share/{PACKAGE}/config", _files("config/*")),
+        (f"share/{PACKAGE}/launch", _files("launch/*")),
         # `ros2 run aue_edge <node>` looks in <prefix>/lib/aue_edge/; console scripts stay in bin/.
-        (f"lib/{PACKAGE}", glob("ros_nodes/bin/*")),
+        (f"lib/{PACKAGE}", _files(f"{PACKAGE}/ros_nodes/bin/*")),
     ],
     # The runtime (edge, ros_nodes, aue run/build/bench/doctor) runs on Python 3.8 (JetPack 5)
     # and 3.10 (JetPack 6); training needs torch 2.13, i.e. Python >= 3.10 (the train extra).

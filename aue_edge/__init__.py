@@ -3,7 +3,9 @@
 Stages (one direction of flow, a file on disk between each):
 ``aue_edge.train`` (PyTorch, host) -> ``aue_edge.calibration`` (INT8) ->
 ``aue_edge.edge`` (no torch: detection, alignment, ONNX Runtime / TensorRT) ->
-``aue_edge.ros_nodes`` (rclpy glue).
+``aue_edge.ros_nodes`` (rclpy glue). Beside them: ``aue_edge.core`` (errors, config files,
+checksums, plotting, share files) and ``aue_edge.data`` (torch-free data set readers and FACS
+knowledge, read by training and calibration), and ``aue_edge.benchmarks``.
 
 The Python API for programs that do not use ROS 2 (README, "Python API")::
 
@@ -23,7 +25,7 @@ _API = {
     "FrameResult": "aue_edge.edge.results",
     "FaceResult": "aue_edge.edge.results",
     "ModelCard": "aue_edge.edge.model_card",
-    "AueError": "aue_edge.edge.errors",
+    "AueError": "aue_edge.core.errors",
 }
 __all__ = sorted(_API)
 

@@ -10,11 +10,11 @@ import importlib
 import sys
 
 from aue_edge import __version__
-from aue_edge.edge.errors import AueError
+from aue_edge.core.errors import AueError
 
 # name -> (module, function taking argv, one-line help). The function parses its own flags.
 SUBCOMMANDS = {
-    "data": ("aue_edge.train.data.cli", "data_main",
+    "data": ("aue_edge.data.cli", "data_main",
              "check a data set copy: samples kept/dropped and why, optional plot"),
     "train": ("aue_edge.train.cli", "train_main", "train a model from a YAML config (host, torch)"),
     "export": ("aue_edge.train.cli", "export_main", "export a checkpoint to ONNX + model card"),

@@ -8,18 +8,18 @@ import numpy as np
 import pytest
 import torch
 
-from aue_edge.edge.errors import ConfigError, DatasetError
+from aue_edge.core.errors import ConfigError, DatasetError
 from aue_edge.train.au.evaluate import f1_frame, results_table, write_report
 from aue_edge.train.au.targets import pseudo_au_targets
 from aue_edge.train.au.triplets import build_triplets, total_variation
-from aue_edge.train.knowledge import AUECRL_AUS, FERPLUS_LABELS
+from aue_edge.data.knowledge import AUECRL_AUS, FERPLUS_LABELS
 
 torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
 def ferplus_valid_votes(ferplus_root):
-    from aue_edge.train.data.ferplus import FerPlus
+    from aue_edge.data.ferplus import FerPlus
 
     dataset = FerPlus(ferplus_root, "valid", label_mode="probability")
     return np.stack([dataset[i].label_probs for i in range(400)])
@@ -153,7 +153,7 @@ class _Frames:
         return len(self.frames)
 
     def __getitem__(self, i):
-        from aue_edge.train.data.base import Sample
+        from aue_edge.data.base import Sample
 
         return Sample(image=self.frames[i], label=None, label_probs=None,
                       aus=np.array([1, -1], dtype=np.int8), subject=f"S{i}", landmarks=None,

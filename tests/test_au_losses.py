@@ -1,4 +1,4 @@
-"""AU-detector losses (train/au/losses.py) checked by hand on small, explicit batches."""
+"""AU-detector losses (aue_edge/train/au/losses.py) checked by hand on small, explicit batches."""
 from __future__ import annotations
 
 import math
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from aue_edge.edge.errors import ConfigError
+from aue_edge.core.errors import ConfigError
 from aue_edge.train.au import losses
 
 torch.set_num_threads(1)

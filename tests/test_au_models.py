@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from aue_edge.edge.errors import ConfigError
-from aue_edge.train.knowledge import AUECRL_AUS, BP4D_AUS, DISFA_AUS
+from aue_edge.core.errors import ConfigError
+from aue_edge.data.knowledge import AUECRL_AUS, BP4D_AUS, DISFA_AUS
 from aue_edge.train.models import create_model, list_models
 
 torch.set_num_threads(1)

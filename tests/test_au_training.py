@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
-from aue_edge.edge.errors import ConfigError
+from aue_edge.core.errors import ConfigError
 from aue_edge.edge.model_card import find_card
 from aue_edge.train.au.run import is_au_config, overrides_from_args, train_from_config
 from aue_edge.train.runtime import load_checkpoint, read_checkpoint
@@ -27,7 +27,7 @@ NO_AUGMENT = {f"augment.{k}": v for k, v in {
 def _tiny(repo_root: Path, family: str, out_dir: Path, ferplus_root: Path, **extra) -> dict:
     overrides = {"run.out_dir": str(out_dir), "run.progress": False,
                  "data.root": str(ferplus_root), **extra}
-    return train_from_config(repo_root / "train" / "configs" / f"{family}_tiny.yaml",
+    return train_from_config(repo_root / "aue_edge" / "train" / "configs" / f"{family}_tiny.yaml",
                              overrides=overrides)
 
 
@@ -124,7 +124,7 @@ def test_export_card_and_ort_parity(ferplus_runs, tmp_path, family):
 ])
 def test_three_fold_training_on_au_fixtures(repo_root, ferplus_root, tmp_path, family, dataset,
                                             extra):
-    from aue_edge.train.data.folds import BP4D_FOLDS, DISFA_FOLDS
+    from aue_edge.data.folds import BP4D_FOLDS, DISFA_FOLDS
 
     root = repo_root / "tests" / "fixtures" / "datasets" / dataset
     report = _tiny(repo_root, family, tmp_path, ferplus_root,
@@ -171,7 +171,7 @@ def test_cli_flags_map_onto_the_config(repo_root):
                                          "run.resume": True, "run.progress": False}
     with pytest.raises(ConfigError, match="--stage"):
         overrides_from_args(argparse.Namespace(stage=[1]))
-    assert is_au_config(repo_root / "train" / "configs" / "kdsrl_tiny.yaml")
+    assert is_au_config(repo_root / "aue_edge" / "train" / "configs" / "kdsrl_tiny.yaml")
     assert not is_au_config({"model": "aue_crl_r18"})
 
 
@@ -214,7 +214,7 @@ def test_exported_detector_replaces_the_edge_au_output(ferplus_runs, tmp_path, a
 def test_gtle_frozen_parts_keep_their_weights(repo_root, ferplus_root, tmp_path):
     # mask_optimizer: frozen (the paper keeps E_m out of Adam) and freeze_gee: only the
     # attention features, decoder and classifiers learn
-    from aue_edge.train.knowledge import AUECRL_AUS
+    from aue_edge.data.knowledge import AUECRL_AUS
     from aue_edge.train.models import create_model
     from aue_edge.train.runtime import seed_everything
 
@@ -236,7 +236,7 @@ def ckplus_run(repo_root, ckplus_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("au_ckplus")
     config = {"model": {"name": "kdsrl_tiny", "au_set": "auecrl"},
               "data": {"dataset": "ckplus", "root": str(ckplus_root), "train_all": True,
-                       "ckplus_reference": str(repo_root / "edge" / "models" / "aue_crl"
+                       "ckplus_reference": str(repo_root / "aue_edge" / "edge" / "models" / "aue_crl"
                                                / "ckplus_cv_evaluation.json")},
               "run": {"out_dir": str(out), "batch_size": 16, "max_steps_per_epoch": 3,
                       "progress": False},
@@ -246,8 +246,8 @@ def ckplus_run(repo_root, ckplus_root, tmp_path_factory):
 
 @pytest.mark.slow
 def test_ckplus_cv_scores_beside_constant_and_default_model(ckplus_run, ckplus_root):
-    from aue_edge.train.data.ckplus import CKPLUS_AUS, CkPlus
-    from aue_edge.train.data.folds import CKPLUS_FOLDS
+    from aue_edge.data.ckplus import CKPLUS_AUS, CkPlus
+    from aue_edge.data.folds import CKPLUS_FOLDS
     from aue_edge.train.metrics import binary_f1
 
     report, out = ckplus_run
@@ -276,7 +276,7 @@ def test_ckplus_cv_scores_beside_constant_and_default_model(ckplus_run, ckplus_r
 @pytest.mark.slow
 def test_ckplus_models_carry_subjects_and_thresholds_into_the_card(ckplus_run, tmp_path):
     from aue_edge.train.au.export import export_au_checkpoint
-    from aue_edge.train.data.folds import CKPLUS_FOLDS
+    from aue_edge.data.folds import CKPLUS_FOLDS
 
     report, out = ckplus_run
     fold1 = read_checkpoint(out / "fold1" / "model.pt")
@@ -300,10 +300,10 @@ def test_ckplus_models_carry_subjects_and_thresholds_into_the_card(ckplus_run, t
 
 
 def test_ckplus_reference_must_match_the_images_and_folds(tmp_path):
-    from aue_edge.edge.errors import DatasetError
+    from aue_edge.core.errors import DatasetError
     from aue_edge.train.ckplus_eval import au_detector_cv_report
 
-    from aue_edge.train.data.folds import CKPLUS_FOLDS
+    from aue_edge.data.folds import CKPLUS_FOLDS
 
     subjects = [s for fold in CKPLUS_FOLDS for s in fold]
     y = np.zeros((len(subjects), 1), bool)
@@ -350,7 +350,7 @@ def test_int8_calibrated_ckplus_detector_is_the_pipelines_au_source(ckplus_run, 
 
 @pytest.mark.slow
 def test_evaluate_ckplus_on_a_detector_points_to_its_cv_run(ckplus_run, ckplus_root, tmp_path):
-    from aue_edge.edge.errors import ModelFileError
+    from aue_edge.core.errors import ModelFileError
     from aue_edge.train.au.export import export_au_checkpoint
     from aue_edge.train.ckplus_eval import evaluate_ckplus
 
@@ -364,7 +364,7 @@ def test_evaluate_ckplus_on_a_detector_points_to_its_cv_run(ckplus_run, ckplus_r
 @pytest.mark.slow
 def test_ckplus_cv_refuses_a_start_checkpoint_that_saw_a_held_out_fold(ckplus_run, ckplus_root,
                                                                       tmp_path):
-    from aue_edge.edge.errors import ModelFileError
+    from aue_edge.core.errors import ModelFileError
 
     config = {"model": {"name": "kdsrl_tiny", "au_set": "auecrl",
                         "init_checkpoint": str(ckplus_run[1] / "all" / "model.pt")},
@@ -381,7 +381,7 @@ def test_detector_cv_scores_each_fold_model_on_its_own_fold_only():
     # perfect, and thresholds fitted on the (inverted) training folds fall back to calling
     # every face positive, the constant predictor's F1
     from aue_edge.train.ckplus_eval import au_detector_cv_report
-    from aue_edge.train.data.folds import CKPLUS_FOLDS
+    from aue_edge.data.folds import CKPLUS_FOLDS
 
     subjects = [s for fold in CKPLUS_FOLDS for s in fold for _ in range(2)]
     y = (np.arange(len(subjects)) % 3 == 0)[:, None]
@@ -429,7 +429,7 @@ def test_bench_times_the_pipeline_with_and_without_a_detector(ckplus_run, repo_r
     export_au_checkpoint(ckplus_run[1] / "all" / "model.pt", tmp_path / "detector")
     proc = subprocess.run([sys.executable, "-m", "aue_edge", "bench", "--smoke", "--groups",
                            "end_to_end", "--backends", "ort", "--precisions", "fp32",
-                           "--model-dir", str(repo_root / "edge" / "models" / "aue_crl"),
+                           "--model-dir", str(repo_root / "aue_edge" / "edge" / "models" / "aue_crl"),
                            "--au-model", str(tmp_path / "detector"), "--threads", "1",
                            "--out", str(tmp_path), "--name", "au", "--no-report"],
                           cwd=repo_root, capture_output=True, text=True, timeout=600)

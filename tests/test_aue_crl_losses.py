@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from aue_edge.edge.errors import ConfigError
-from aue_edge.train.knowledge import (AUECRL_AUS, FERPLUS_LABELS, NEGATIVE_AU_PAIRS,
+from aue_edge.core.errors import ConfigError
+from aue_edge.data.knowledge import (AUECRL_AUS, FERPLUS_LABELS, NEGATIVE_AU_PAIRS,
                                       POSITIVE_AU_PAIRS, pair_indices, prior_matrix)
 from aue_edge.train.losses import (au_pair_loss, au_regression_loss, batch_pair_probabilities,
                                    prior_regulariser, pseudo_au_labels)

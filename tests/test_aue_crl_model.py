@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from aue_edge.edge.errors import ConfigError, ModelFileError
-from aue_edge.train.knowledge import AUECRL_AUS, FERPLUS_LABELS
+from aue_edge.core.errors import ConfigError, ModelFileError
+from aue_edge.data.knowledge import AUECRL_AUS, FERPLUS_LABELS
 from aue_edge.train.models import create_model, list_models
 from aue_edge.train.models.aue_crl import VARIANTS
 from aue_edge.train.models.resnet import ResNet, load_torchvision_state_dict

@@ -8,7 +8,7 @@ import pytest
 from aue_edge.benchmarks.cases import model_variants
 from aue_edge.benchmarks.cli import build_parser, pytest_arguments, resolve_config
 from aue_edge.benchmarks.config import BenchConfig
-from aue_edge.edge.errors import ConfigError
+from aue_edge.core.errors import ConfigError
 from aue_edge.edge.model_card import AlignmentSpec, InputSpec, ModelCard, OutputSpec
 
 

@@ -21,7 +21,7 @@ from aue_edge.benchmarks.engine_bench import (EngineBenchConfig, EngineSession, 
                                               summarize, to_benchmark_json)
 from aue_edge.benchmarks.report import load_run, write_report
 from aue_edge.edge.backends.trt_api import DeviceInfo, IoTensor
-from aue_edge.edge.errors import BackendUnavailableError, ConfigError
+from aue_edge.core.errors import BackendUnavailableError, ConfigError
 
 # Fake durations in seconds (chosen so every phase is distinct).
 H2D_S, ENQUEUE_S, GPU_S, D2H_S, GRAPH_LAUNCH_S = 0.0002, 0.00005, 0.001, 0.0001, 0.00001

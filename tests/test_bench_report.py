@@ -8,7 +8,7 @@ import pytest
 
 from aue_edge.benchmarks.cli import bench_main
 from aue_edge.benchmarks.report import BenchReportError, load_run, write_report
-from aue_edge.edge.errors import ConfigError
+from aue_edge.core.errors import ConfigError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

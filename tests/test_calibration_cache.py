@@ -8,7 +8,7 @@ import pytest
 from aue_edge.edge import trt_cache
 from aue_edge.edge.trt_cache import (ALGORITHM_BY_METHOD, hex_to_scale, read_cache, scale_to_hex,
                                      write_cache)
-from aue_edge.edge.errors import CalibrationError, ConfigError
+from aue_edge.core.errors import CalibrationError, ConfigError
 from aue_edge.edge.trt_targets import decode_version_code, resolve_target, version_code
 
 

@@ -11,7 +11,7 @@ from aue_edge.calibration.calibrators import (AMAX_FLOOR, entropy_threshold, kl_
                                               minmax_threshold, percentile_threshold,
                                               quantization_snr_db)
 from aue_edge.calibration.stats import StatsCollector, TensorHistogram
-from aue_edge.edge.errors import CalibrationError
+from aue_edge.core.errors import CalibrationError
 
 
 def test_kl_hand_checked_slide_example():

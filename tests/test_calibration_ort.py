@@ -22,12 +22,12 @@ from aue_edge.calibration.ort_qdq import (ORT_PRECISION, asymmetric_ranges, insp
 from aue_edge.calibration.stats import StatsCollector, TensorHistogram
 from aue_edge.cli import main as aue
 from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
-from aue_edge.edge.errors import ConfigError
+from aue_edge.core.errors import ConfigError
 from aue_edge.edge.face.templates import FERPLUS_TEMPLATE_5PT
 from aue_edge.edge.model_card import (AlignmentSpec, InputSpec, ModelCard, OutputSpec,
                                       card_from_onnx, find_card)
 from aue_edge.edge.preprocess import to_model_input
-from aue_edge.train.data import get_dataset
+from aue_edge.data import get_dataset
 
 OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # Shipped model, 64 calibration faces (percentile 99.99: the entropy search over the model's 162
@@ -47,7 +47,7 @@ def _faces(root, split: str, count: int, seed: int, card: ModelCard) -> np.ndarr
 @pytest.fixture(scope="module")
 def shipped(repo_root, ferplus_root, tmp_path_factory):
     """The shipped FP32 model quantised for ORT CPU from 64 FER+ train faces."""
-    path = repo_root / "edge" / "models" / "aue_crl" / "model.onnx"
+    path = repo_root / "aue_edge" / "edge" / "models" / "aue_crl" / "model.onnx"
     card = find_card(path)
     model = load_model(path)
     names = activation_tensors(model)

@@ -15,7 +15,7 @@ from aue_edge.calibration.graph import activation_tensors, with_extra_outputs
 from aue_edge.calibration.qdq import (inspect_qdq, insert_qdq, plan_quantization,
                                       quantize_weight)
 from aue_edge.calibration.stats import StatsCollector
-from aue_edge.edge.errors import CalibrationError, ModelFileError
+from aue_edge.core.errors import CalibrationError, ModelFileError
 from aue_edge.edge.model_card import InputSpec
 from aue_edge.edge.preprocess import to_model_input
 from aue_edge.edge.trt_lint import lint_model

@@ -22,12 +22,12 @@ from aue_edge.calibration.graph import activation_tensors
 from aue_edge.edge.trt_cache import read_cache
 from aue_edge.cli import main as aue
 from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
-from aue_edge.edge.errors import CalibrationError, ConfigError
+from aue_edge.core.errors import CalibrationError, ConfigError
 from aue_edge.edge.face.templates import FERPLUS_TEMPLATE_5PT
 from aue_edge.edge.model_card import (AlignmentSpec, InputSpec, ModelCard, OutputSpec,
                                       card_from_onnx)
 from aue_edge.edge.preprocess import to_model_input
-from aue_edge.train.data import get_dataset
+from aue_edge.data import get_dataset
 
 pytestmark = pytest.mark.slow  # end-to-end runs: seconds each, still in the default run
 

@@ -10,16 +10,16 @@ import numpy as np
 import pytest
 
 from aue_edge.cli import main as aue_main
-from aue_edge.edge.errors import DatasetError, ModelCardError, ModelFileError
+from aue_edge.core.errors import DatasetError, ModelCardError, ModelFileError
 from aue_edge.edge.model_card import ModelCard, card_from_onnx, embed_card_in_onnx
 from aue_edge.train.ckplus_eval import evaluate_ckplus, fit_logistic
-from aue_edge.train.data import get_dataset
-from aue_edge.train.data.ckplus import CKPLUS_AUS, CKPLUS_LABELS, CkPlus
-from aue_edge.train.data.folds import CKPLUS_FOLDS
+from aue_edge.data import get_dataset
+from aue_edge.data.ckplus import CKPLUS_AUS, CKPLUS_LABELS, CkPlus
+from aue_edge.data.folds import CKPLUS_FOLDS
 from aue_edge.train.metrics import au_pseudo_label_stats, best_f1_threshold, roc_auc
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "edge" / "models" / "aue_crl"
+SHIPPED = REPO / "aue_edge" / "edge" / "models" / "aue_crl"
 
 
 def test_reader_counts_match_provenance(ckplus_root):
@@ -173,7 +173,7 @@ def test_card_per_au_thresholds_are_validated():
 
 
 def test_card_metrics_record_the_cv_result(cv_result):
-    from aue_edge.edge.errors import ConfigError
+    from aue_edge.core.errors import ConfigError
     from aue_edge.train.cli import card_metrics
 
     result, _ = cv_result

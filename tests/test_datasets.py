@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-from aue_edge.edge.errors import DatasetError
-from aue_edge.train.data import (DATASETS, Bp4d, Disfa, Fer2013Csv, Fer2013Folder, FerPlus,
+from aue_edge.core.errors import DatasetError
+from aue_edge.data import (DATASETS, Bp4d, Disfa, Fer2013Csv, Fer2013Folder, FerPlus,
                                  RafDbBasic, Sfew, get_dataset)
-from aue_edge.train.data.disfa import extract_frames
-from aue_edge.train.data.folds import BP4D_FOLDS, DISFA_FOLDS, fold_subjects
-from aue_edge.train.knowledge import BP4D_AUS, DISFA_AUS
+from aue_edge.data.disfa import extract_frames
+from aue_edge.data.folds import BP4D_FOLDS, DISFA_FOLDS, fold_subjects
+from aue_edge.data.knowledge import BP4D_AUS, DISFA_AUS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "datasets"
 SPLIT_FOLDERS = {"train": "FER2013Train", "valid": "FER2013Valid", "test": "FER2013Test"}
@@ -382,7 +382,7 @@ def test_get_dataset_registry(ferplus_root):
 
 
 def test_data_cli_reports_and_plots(tmp_path, capsys):
-    from aue_edge.train.data.cli import data_main
+    from aue_edge.data.cli import data_main
 
     plot = tmp_path / "bp4d.png"
     assert data_main(["bp4d", str(FIXTURES / "bp4d"), "--split", "train", "--fold", "1",

@@ -16,7 +16,7 @@ from test_edge_pipeline import build_standin_model
 
 from aue_edge.edge.backends.tensorrt_backend import read_sidecar
 from aue_edge.edge.build import build_main, build_parser, plan_build
-from aue_edge.edge.errors import (BackendUnavailableError, CalibrationError, ConfigError,
+from aue_edge.core.errors import (BackendUnavailableError, CalibrationError, ConfigError,
                                   ModelFileError)
 
 

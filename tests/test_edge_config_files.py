@@ -1,8 +1,8 @@
-"""aue_edge.edge.config_files: the shared YAML/JSON readers name the file and say what failed."""
+"""aue_edge.core.config_files: the shared YAML/JSON readers name the file and say what failed."""
 import pytest
 
-from aue_edge.edge.config_files import read_json, read_yaml, read_yaml_with_lines
-from aue_edge.edge.errors import ConfigError, ModelFileError
+from aue_edge.core.config_files import read_json, read_yaml, read_yaml_with_lines
+from aue_edge.core.errors import ConfigError, ModelFileError
 
 
 def test_yaml_data_and_key_lines(tmp_path):

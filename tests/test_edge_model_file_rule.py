@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from aue_edge.edge.backends.factory import find_model_card
-from aue_edge.edge.errors import ConfigError, ModelFileError
+from aue_edge.core.errors import ConfigError, ModelFileError
 from aue_edge.edge.pipeline import DEFAULT_MODEL_DIR, resolve_model_file
 
 

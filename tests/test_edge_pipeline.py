@@ -18,7 +18,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from aue_edge.edge.errors import ConfigError, InputImageError, ModelCardError, ModelFileError
+from aue_edge.core.errors import ConfigError, InputImageError, ModelCardError, ModelFileError
 from aue_edge.edge.face.alignment import align_faces
 from aue_edge.edge.face.templates import FERPLUS_TEMPLATE_5PT
 from aue_edge.edge.backends.factory import find_model_card
@@ -473,7 +473,7 @@ def test_a_model_with_non_finite_outputs_is_refused_at_load(tmp_path):
 
 
 def test_a_non_finite_output_at_run_time_is_an_error_for_that_frame(tmp_path, astronaut_bgr):
-    from aue_edge.edge.errors import InferenceError
+    from aue_edge.core.errors import InferenceError
 
     directory = tmp_path / "nan_on_faces"
     build_standin_model(directory, non_finite="on_faces")

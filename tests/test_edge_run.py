@@ -11,7 +11,7 @@ import pytest
 from test_edge_pipeline import FERPLUS_LABELS, build_standin_model
 
 from aue_edge.cli import main as aue_main
-from aue_edge.edge.errors import ConfigError
+from aue_edge.core.errors import ConfigError
 from aue_edge.edge.run import parse_source
 
 
@@ -27,7 +27,7 @@ def read_jsonl(path):
 
 
 def test_demo_clip_tracks_one_then_three_faces(repo_root, model_dir, tmp_path):
-    clip = repo_root / "edge" / "samples" / "demo_clip.mp4"
+    clip = repo_root / "aue_edge" / "edge" / "samples" / "demo_clip.mp4"
     out = tmp_path / "demo"
     code = aue_main(["run", "--source", str(clip), "--out", str(out), "--model", str(model_dir),
                      "--threads", "1", "--no-progress"])
@@ -86,7 +86,7 @@ def test_image_folder_skips_and_counts_bad_files(model_dir, astronaut_bgr, tmp_p
 
 def test_damaged_video_frames_are_skipped_and_the_stream_goes_on(repo_root, model_dir,
                                                                  tmp_path):
-    data = bytearray((repo_root / "edge" / "samples" / "demo_clip.mp4").read_bytes())
+    data = bytearray((repo_root / "aue_edge" / "edge" / "samples" / "demo_clip.mp4").read_bytes())
     start = len(data) // 3
     data[start:start + 20000] = bytes(20000)   # zero a stretch in the middle of the stream
     damaged = tmp_path / "damaged.mp4"
@@ -127,11 +127,11 @@ def test_bad_sources_and_models_fail_with_clear_errors(model_dir, tmp_path, caps
 def test_make_demo_command_with_the_shipped_model_reads_the_smile(repo_root, tmp_path):
     """`make demo`'s command on the shipped model (INT8 if present, per the model-file rule):
     the astronaut smiles in every frame, so every face must come out as happiness."""
-    model_dir = repo_root / "edge" / "models" / "aue_crl"
+    model_dir = repo_root / "aue_edge" / "edge" / "models" / "aue_crl"
     if not (model_dir / "model.onnx").is_file():
         pytest.fail(f"the shipped model is missing from {model_dir} (make demo needs it)")
     out = tmp_path / "demo"
-    assert aue_main(["run", "--source", str(repo_root / "edge" / "samples" / "demo_clip.mp4"),
+    assert aue_main(["run", "--source", str(repo_root / "aue_edge" / "edge" / "samples" / "demo_clip.mp4"),
                      "--out", str(out), "--max-frames", "40", "--threads", "1",
                      "--no-progress"]) == 0
     faces = [f for line in read_jsonl(out / "results.jsonl") for f in line["faces"]]

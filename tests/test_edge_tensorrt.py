@@ -26,7 +26,7 @@ from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
 from aue_edge.edge.backends.tensorrt_backend import TrtBackend, read_sidecar, sidecar_path
 from aue_edge.edge.backends.trt_api import BuildOutput, DeviceInfo, IoTensor
 from aue_edge.edge.build import build_main
-from aue_edge.edge.errors import (BackendUnavailableError, ConfigError, InputImageError,
+from aue_edge.core.errors import (BackendUnavailableError, ConfigError, InputImageError,
                                   ModelFileError)
 
 FAKE_ENGINE = b"FAKE-TRT-ENGINE (test double, not a TensorRT plan)"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aue_edge.edge.errors import ConfigError
+from aue_edge.core.errors import ConfigError
 from aue_edge.edge.smoothing import EmaFilter, OneEuroFilter, TrackSmoother
 from aue_edge.edge.tracking import IouTracker, greedy_assignment, hungarian_assignment, iou_matrix
 

@@ -13,7 +13,7 @@ from aue_edge.edge.model_card import ModelCard  # noqa: E402
 from aue_edge.edge.trt_lint import TrtLintError, lint_file  # noqa: E402
 from aue_edge.train.export import export_onnx  # noqa: E402
 
-SHIPPED_CARD = Path(__file__).resolve().parents[1] / "edge" / "models" / "aue_crl" / "card.json"
+SHIPPED_CARD = Path(__file__).resolve().parents[1] / "aue_edge" / "edge" / "models" / "aue_crl" / "card.json"
 
 
 class Tiny(torch.nn.Module):

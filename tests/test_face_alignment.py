@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from aue_edge.edge.errors import BackendUnavailableError, InputImageError
+from aue_edge.core.errors import BackendUnavailableError, InputImageError
 from aue_edge.edge.face.alignment import (align_faces, alignment_matrices, invert_affine,
                                           similarity_transform, template_to_pixels,
                                           transform_points, warp_faces)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aue_edge.edge.errors import InputImageError
+from aue_edge.core.errors import InputImageError
 from aue_edge.edge.frames import validate_frame
 
 

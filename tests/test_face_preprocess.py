@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from aue_edge.edge.errors import InputImageError
+from aue_edge.core.errors import InputImageError
 from aue_edge.edge.model_card import InputSpec
 from aue_edge.edge.preprocess import to_model_input
 

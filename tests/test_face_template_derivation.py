@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from aue_edge.edge.errors import DatasetError
+from aue_edge.core.errors import DatasetError
 from aue_edge.edge.face.templates import FERPLUS_TEMPLATE_5PT
 from aue_edge.train import derive_alignment_template as derive
 

@@ -9,7 +9,7 @@ import pytest
 from skimage import data as skdata
 
 from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
-from aue_edge.edge.errors import ConfigError, InputImageError, ModelFileError
+from aue_edge.core.errors import ConfigError, InputImageError, ModelFileError
 from aue_edge.edge.face.yunet import DEFAULT_MODEL_PATH, YuNetDetector, nms_xyxy
 
 FERPLUS_TEST_IMAGES = 8

@@ -6,8 +6,8 @@ import itertools
 import numpy as np
 import pytest
 
-from aue_edge.edge.errors import ConfigError
-from aue_edge.train import knowledge as k
+from aue_edge.core.errors import ConfigError
+from aue_edge.data import knowledge as k
 
 # AUE-CRL's 7x17 prior as SEED_FACTS §1 tabulates it (1 primary, .5 secondary, 0 other), rows
 # in RAF order (surprise, fear, disgust, happiness, sadness, anger, neutral).

@@ -10,14 +10,14 @@ import pytest
 import torch
 
 from aue_edge.cli import main as aue_main
-from aue_edge.edge.errors import ModelFileError
+from aue_edge.core.errors import ModelFileError
 from aue_edge.edge.model_card import card_from_onnx, embed_card_in_onnx
 from aue_edge.edge.preprocess import to_model_input
 from aue_edge.train.onnx_import import checkpoint_from_onnx
 from aue_edge.train.runtime import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "edge" / "models" / "aue_crl" / "model.onnx"
+SHIPPED = REPO / "aue_edge" / "edge" / "models" / "aue_crl" / "model.onnx"
 YUNET = REPO.parent / "shared" / "models" / "yunet" / "face_detection_yunet.onnx"
 
 

@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
-from aue_edge.edge.errors import ConfigError, InputImageError  # noqa: E402
+from aue_edge.core.errors import ConfigError, InputImageError  # noqa: E402
 from aue_edge.edge.results import FaceResult, FrameResult  # noqa: E402
 from aue_edge.ros_nodes.conversions import (bgr_to_image, compressed_to_bgr,  # noqa: E402
                                             image_to_bgr)

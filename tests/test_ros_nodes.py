@@ -5,7 +5,7 @@ ROS_DOMAIN_ID with ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST and the shared-memory
 profile of config/fastdds_shm.xml; this test process talks to them through rclpy
 (:class:`~aue_edge.ros_nodes.probe.PerceptionProbe`). Frames are the real astronaut photo.
 
-Model: the shipped edge/models/aue_crl when present, else a tiny stand-in ONNX (same input
+Model: the shipped aue_edge/edge/models/aue_crl when present, else a tiny stand-in ONNX (same input
 and output names, FER+ labels, a card) built here: these tests check the ROS layer (messages,
 headers, labels from the card, QoS, bad input, shutdown), not the model's accuracy.
 """

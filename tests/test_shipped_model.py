@@ -1,4 +1,4 @@
-"""The shipped default model (``edge/models/aue_crl/``): what a robot gets. Its card carries the
+"""The shipped default model (``aue_edge/edge/models/aue_crl/``): what a robot gets. Its card carries the
 per-AU thresholds and its CK+ cross-validation, and its AU output carries information on faces it
 never saw: the smiling astronaut gets AU6 + AU12, and AU12 ranks FER+ test smiles above neutral
 faces. (That its files hold no construct TensorRT rejects is tests/test_trt_lint.py's job.)
@@ -15,7 +15,7 @@ from aue_edge.edge.pipeline import Pipeline
 from aue_edge.train.metrics import roc_auc
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL_DIR = REPO / "edge" / "models" / "aue_crl"
+MODEL_DIR = REPO / "aue_edge" / "edge" / "models" / "aue_crl"
 FILES = ("model.onnx", "model.int8.onnx", "model.int8.ort.onnx")
 
 
@@ -53,7 +53,7 @@ def test_au12_ranks_ferplus_test_smiles_above_neutral_faces(ferplus_root):
     from neutral ones far better than chance (a constant output scores 0.5)."""
     from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
     from aue_edge.edge.preprocess import to_model_input
-    from aue_edge.train.data import get_dataset
+    from aue_edge.data import get_dataset
 
     data = get_dataset("ferplus", ferplus_root, "test")
     images, labels, _, _ = data.load_arrays(progress=False)

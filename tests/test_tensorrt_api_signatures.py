@@ -1,4 +1,4 @@
-"""Every TensorRT call of ``edge/backends/trt_api.py`` checked against the real bindings' API.
+"""Every TensorRT call of ``aue_edge/edge/backends/trt_api.py`` checked against the real bindings' API.
 
 TensorRT cannot run here. ``tests/fixtures/tensorrt_api/tensorrt-{8.6.1,10.3.0}.json`` are the
 classes, methods (pybind11 signatures), properties and enum values of the PyPI bindings, dumped
@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from aue_edge.edge.backends import trt_api
-from aue_edge.edge.errors import ModelFileError
+from aue_edge.core.errors import ModelFileError
 
 REPO = Path(__file__).resolve().parents[1]
 DUMPS = REPO / "tests" / "fixtures" / "tensorrt_api"
@@ -371,7 +371,7 @@ def test_every_trt_attribute_and_getattr_name_exists_in_the_bindings(version):
     TensorRT object in trt_api.py is a member of the dumped bindings (names used only behind a
     version check are allowed to be missing in 10.x)."""
     api = json.loads((DUMPS / f"tensorrt-{version}.json").read_text())
-    source = (REPO / "edge" / "backends" / "trt_api.py").read_text()
+    source = (REPO / "aue_edge" / "edge" / "backends" / "trt_api.py").read_text()
     tree = ast.parse(source)
     chains = set()
     for node in ast.walk(tree):

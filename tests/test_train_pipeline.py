@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from aue_edge.cli import main as aue_main
-from aue_edge.edge.errors import ConfigError, DatasetError, ModelFileError
+from aue_edge.core.errors import ConfigError, DatasetError, ModelFileError
 from aue_edge.edge.model_card import card_from_onnx
 from aue_edge.edge.preprocess import to_model_input
 from aue_edge.train import trainer
@@ -131,7 +131,7 @@ def test_bad_checkpoints_give_clear_errors(trained, tmp_path, ferplus_root):
     with pytest.raises(ModelFileError, match="holds a 'aue_crl_cpu_tiny' model"):
         load_checkpoint(out / "model.pt", expected_model="aue_crl_r18")
     # A model trained for another label set cannot be scored on FER+.
-    from aue_edge.train.knowledge import RAFDB_LABELS
+    from aue_edge.data.knowledge import RAFDB_LABELS
     from aue_edge.train.evaluate import evaluate_model
 
     raf = create_model("aue_crl_cpu_tiny", emotion_labels=list(RAFDB_LABELS))
@@ -221,11 +221,11 @@ def test_config_validation_names_the_problem(tmp_path, ferplus_root):
     bad.write_text("model: aue_crl_cpu_tiny\ndata: {root: x}\nstages: [3, 1]\n")
     with pytest.raises(ConfigError, match="increasing subset"):
         trainer.load_config(bad)
-    good = trainer.load_config("train/configs/aue_crl_r18_ferplus.yaml",
+    good = trainer.load_config("aue_edge/train/configs/aue_crl_r18_ferplus.yaml",
                                {"stage1.epochs": 3, "data.root": str(ferplus_root)})
     assert good.stage1.epochs == 3 and good.stage3.pair_variant == "paper"
     for name in ("aue_crl_cpu_tiny", "aue_crl_baseline_ferplus", "aue_crl_r101_paper"):
-        assert trainer.load_config(f"train/configs/{name}.yaml").model.startswith("aue_crl")
+        assert trainer.load_config(f"aue_edge/train/configs/{name}.yaml").model.startswith("aue_crl")
 
 
 def test_packed_arrays_round_trip_and_errors(packed_small, tmp_path):
@@ -328,7 +328,7 @@ def test_ckplus_supervision_records_subjects_and_fits_thresholds(trained, packed
                                                                  tmp_path, ckplus_root):
     """CK+ faces of the training folds join stages 2-3: the card lists the subjects it saw
     (fold 2 held out) and carries per-AU thresholds fitted on them, which export keeps."""
-    from aue_edge.train.data.folds import CKPLUS_FOLDS
+    from aue_edge.data.folds import CKPLUS_FOLDS
     from aue_edge.train.export import export_checkpoint
 
     out, _ = trained
@@ -374,7 +374,7 @@ def test_fold_runs_refuse_weights_that_saw_the_held_out_fold(trained, packed_sma
                                                             ckplus_root):
     """A CK+ fold-k model started from weights trained on fold k's subjects would be scored on
     faces it saw: refused; the subjects a start checkpoint saw are carried into the new card."""
-    from aue_edge.train.data.folds import CKPLUS_FOLDS
+    from aue_edge.data.folds import CKPLUS_FOLDS
 
     out, _ = trained
     payload = read_checkpoint(out / "stage1_best.pt")

@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from aue_edge.edge.trt_lint import (ALL_TARGETS, TrtLintError, lint_file, lint_model,
                                     raise_for_targets)
 
-SHIPPED = Path(__file__).resolve().parents[1] / "edge" / "models"
+SHIPPED = Path(__file__).resolve().parents[1] / "aue_edge" / "edge" / "models"
 
 
 def model(nodes, inits=(), inputs=None, outputs=None, opset=17, value_info=()):

@@ -14,7 +14,7 @@ from aue_edge.benchmarks.engine_bench import EngineBenchConfig, run_engine_bench
 from aue_edge.edge.backends import trt_api
 from aue_edge.edge.backends.tensorrt_backend import SIDECAR_SCHEMA
 from aue_edge.edge.backends.trt_api import CudaCallError, TrtApi
-from aue_edge.edge.errors import BackendUnavailableError, ConfigError, ModelFileError
+from aue_edge.core.errors import BackendUnavailableError, ConfigError, ModelFileError
 from test_bench_engine import ClockedFakeApi
 
 

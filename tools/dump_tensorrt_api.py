@@ -7,7 +7,7 @@ PyPI as real wheels (``tensorrt_bindings`` 8.6.1, ``tensorrt_cu12_bindings`` 10.
 library exporting the C entry points they import (``tools/tensorrt_stub.cpp``) lets ``import
 tensorrt`` succeed for introspection only. The dumps in ``tests/fixtures/tensorrt_api/`` are
 what ``tests/test_tensorrt_api_signatures.py`` checks every TensorRT call of
-``edge/backends/trt_api.py`` against (a wrong name, keyword or removed method fails there).
+``aue_edge/edge/backends/trt_api.py`` against (a wrong name, keyword or removed method fails there).
 
 Regenerate (needs pip access to PyPI, g++, and Python 3.11: the wheels are cp311)::
 

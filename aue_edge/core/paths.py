@@ -1,0 +1,61 @@
+"""Where the package's non-Python files are, the same way in a checkout and in an install.
+
+``config/`` and ``launch/`` sit beside ``package.xml`` as in any ament package: in a source
+checkout that is the folder above the ``aue_edge`` package; ``pip install`` and ``colcon build``
+copy them to ``<prefix>/share/aue_edge/``. Files inside the package (models, samples, training
+configs) are found relative to their own module instead.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from aue_edge.core.errors import ConfigError
+
+__all__ = ["PACKAGE", "PACKAGE_DIR", "find_share_file", "share_file", "source_checkout"]
+
+PACKAGE = "aue_edge"
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+def source_checkout() -> Path | None:
+    """The checkout the package is imported from (editable install, or the repository root as
+    working directory), recognised by its ``package.xml``; None for an installed package."""
+    root = PACKAGE_DIR.parent
+    manifest = root / "package.xml"
+    if manifest.is_file() and f"<name>{PACKAGE}</name>" in manifest.read_text(encoding="utf-8"):
+        return root
+    return None
+
+
+def _share_dirs() -> list[Path]:
+    checkout = source_checkout()
+    dirs = [checkout] if checkout is not None else []
+    dirs.append(Path(sys.prefix) / "share" / PACKAGE)
+    for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
+        if prefix:
+            dirs.append(Path(prefix) / "share" / PACKAGE)
+    return dirs
+
+
+def find_share_file(relative: str) -> Path | None:
+    """``relative`` (e.g. ``config/calibration.yaml``) from the checkout first (so edits are
+    seen), else ``<sys.prefix>/share/aue_edge``, else each ``AMENT_PREFIX_PATH`` prefix (a sourced
+    colcon workspace); None when none has it."""
+    for folder in _share_dirs():
+        candidate = folder / relative
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def share_file(relative: str) -> Path:
+    """:func:`find_share_file`, or a :class:`ConfigError` naming every place looked in."""
+    found = find_share_file(relative)
+    if found is None:
+        looked = ", ".join(str(folder) for folder in _share_dirs())
+        raise ConfigError(f"{relative} not found in any of: {looked}. Install the package "
+                          f"(pip install . or colcon build, then source install/setup.bash) or "
+                          f"run from a checkout of the repository.")
+    return found
