@@ -1,6 +1,6 @@
 """``aue run`` end to end on the bundled demo clip and on image folders with bad files, through
-the real CLI dispatch, real YuNet and real ONNX Runtime (with the test stand-in model from
-test_edge_pipeline, not the product's model)."""
+the real CLI dispatch, real YuNet and real ONNX Runtime (with the test stand-in model of
+tests/helpers, not the product's model)."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from test_edge_pipeline import FERPLUS_LABELS, build_standin_model
+from helpers.standin_model import FERPLUS_LABELS, build_standin_model
 
 from aue_edge.cli import main as aue_main
 from aue_edge.edge.errors import ConfigError
