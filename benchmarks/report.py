@@ -28,7 +28,7 @@ import numpy as np
 from aue_edge.benchmarks.machine import summary_lines
 from aue_edge.edge.config_files import read_json
 from aue_edge.edge.errors import AueError
-from aue_edge.edge.plotting import save_figure
+from aue_edge.edge.plotting import pyplot, save_figure
 
 
 def without_prefix(text: str, prefix: str) -> str:
@@ -402,10 +402,8 @@ def _horizontal(matplotlib_version: str) -> dict[str, Any]:
 def plot_distributions(run: BenchRun, baseline: BenchRun | None,
                        out_dir: Path) -> dict[str, Path]:
     """One PNG per group: horizontal box plots of per-round latency, baseline beside."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    from matplotlib import __version__ as matplotlib_version
 
     base = baseline.by_key() if baseline else {}
     written = {}
@@ -425,7 +423,7 @@ def plot_distributions(run: BenchRun, baseline: BenchRun | None,
                 colors.append("tab:orange")
         fig, ax = plt.subplots(figsize=(9, 0.45 * len(series) + 1.5))
         boxes = ax.boxplot(series, patch_artist=True, showfliers=True, whis=(1, 99),
-                           **_horizontal(matplotlib.__version__))
+                           **_horizontal(matplotlib_version))
         for patch, color in zip(boxes["boxes"], colors):
             patch.set_facecolor(color)
             patch.set_alpha(0.5)
@@ -448,10 +446,7 @@ def plot_breakdown(run: BenchRun, baseline: BenchRun | None, out_dir: Path) -> P
         rows += [(f"{c.label} (baseline)", c) for c in baseline.cases if c.stage_ms]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(rows) + 1.5))
     left = np.zeros(len(rows))
@@ -480,10 +475,7 @@ def plot_stage_distributions(run: BenchRun, out_dir: Path) -> Path | None:
     cases = [c for c in run.cases if c.stage_ms]
     if not cases:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stages = [s for s in (*STAGES, "total") if any(s in c.stage_ms for c in cases)]
     ncols = min(4, len(cases))

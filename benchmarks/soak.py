@@ -243,12 +243,9 @@ def _document(minutes: float, name: str, command: str, minutes_stats: list[Minut
 def plot_soak(doc: dict, path: Path) -> Path:
     """Latency p50/p99 and frames answered per minute; node RSS and frames in flight over
     time."""
-    import matplotlib
+    from aue_edge.edge.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from aue_edge.edge.plotting import save_figure
+    plt = pyplot()
 
     rows, samples, summary = doc["per_minute"], doc["samples"], doc["summary"]
     fig, axes = plt.subplots(2, 2, figsize=(11, 6.5), dpi=100)

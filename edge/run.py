@@ -32,7 +32,7 @@ import numpy as np
 from aue_edge.edge.errors import ConfigError, InferenceError, InputImageError
 from aue_edge.edge.frames import read_image_file, validate_frame
 from aue_edge.edge.outputs import prepare_output_dir, remove_if_empty
-from aue_edge.edge.plotting import save_figure
+from aue_edge.edge.plotting import pyplot, save_figure
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -286,10 +286,7 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
 
 def plot_latency(stats: RunStats, path: Path) -> Path:
     """Per-frame time of each stage, stacked (where does the frame time go, and when)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stages = [s for s in ("detect", "align", "infer", "postprocess") if s in stats.timings_ms]
     fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)
