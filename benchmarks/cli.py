@@ -213,7 +213,7 @@ def run_suites(config: BenchConfig, *, out: Path = DEFAULT_OUT, name: str | None
         from aue_edge.benchmarks.report import write_report
 
         files = write_report(json_path)
-        print(f"report: {files.markdown} ({len(files.plots)} plots)")
+        print(f"report: {files.markdown} ({files.note or f'{len(files.plots)} plots'})")
     if status != 0:
         print(f"aue bench: some cases failed (pytest status {status}); their rows are missing "
               f"from the results, see the pytest output above", file=sys.stderr)
@@ -262,6 +262,8 @@ def bench_main(argv: list[str]) -> int:
         print(f"report: {files.markdown}")
         for plot in files.plots:
             print(f"plot: {plot}")
+        if files.note:
+            print(f"note: {files.note}")
         return 0
     if args.engine is not None:
         config = EngineBenchConfig(

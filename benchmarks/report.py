@@ -27,7 +27,7 @@ import numpy as np
 
 from aue_edge.benchmarks.machine import summary_lines
 from aue_edge.edge.config_files import read_json
-from aue_edge.edge.errors import AueError
+from aue_edge.edge.errors import AueError, PlotsUnavailableError
 from aue_edge.edge.plotting import pyplot, save_figure
 
 
@@ -317,9 +317,12 @@ def load_warning(machine: dict[str, Any]) -> str | None:
 
 
 def render_markdown(run: BenchRun, baseline: BenchRun | None,
-                    plots: dict[str, Path]) -> str:
-    """The whole report as Markdown; plot paths are written relative to the report."""
+                    plots: dict[str, Path], note: str | None = None) -> str:
+    """The whole report as Markdown; plot paths are written relative to the report; ``note``
+    (why the plots are missing) goes under the title."""
     lines = [f"# Benchmark report: {run.path.name}", ""]
+    if note:
+        lines += [f"Note: {note}", ""]
     if run.command:
         lines += ["Command:", "", "```", run.command, "```", ""]
     config = run.config
@@ -500,6 +503,7 @@ def plot_stage_distributions(run: BenchRun, out_dir: Path) -> Path | None:
 class ReportFiles:
     markdown: Path
     plots: tuple[Path, ...]
+    note: str | None = None    # why there are no plots (matplotlib is not installed)
 
 
 def write_report(run_path: str | Path, baseline_path: str | Path | None = None,
@@ -513,13 +517,17 @@ def write_report(run_path: str | Path, baseline_path: str | Path | None = None,
     out = Path(out_dir) if out_dir is not None else run.path.with_name(
         f"{run.path.stem}_report")
     out.mkdir(parents=True, exist_ok=True)
-    plots = plot_distributions(run, baseline, out)
-    breakdown = plot_breakdown(run, baseline, out)
-    if breakdown is not None:
-        plots["breakdown"] = breakdown
-    stages = plot_stage_distributions(run, out)
-    if stages is not None:
-        plots["stages"] = stages
+    note = None
+    try:
+        plots = plot_distributions(run, baseline, out)
+        breakdown = plot_breakdown(run, baseline, out)
+        if breakdown is not None:
+            plots["breakdown"] = breakdown
+        stages = plot_stage_distributions(run, out)
+        if stages is not None:
+            plots["stages"] = stages
+    except PlotsUnavailableError as exc:   # matplotlib is optional on a robot: tables only
+        plots, note = {}, f"plots not drawn: {exc}"
     markdown = out / "report.md"
-    markdown.write_text(render_markdown(run, baseline, plots), encoding="utf-8")
-    return ReportFiles(markdown=markdown, plots=tuple(plots.values()))
+    markdown.write_text(render_markdown(run, baseline, plots, note), encoding="utf-8")
+    return ReportFiles(markdown=markdown, plots=tuple(plots.values()), note=note)

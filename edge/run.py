@@ -9,7 +9,8 @@ Edge stage, the command-line face of :class:`aue_edge.edge.pipeline.Pipeline`. W
 - annotated output: ``annotated.mp4`` (mp4v) for a video or webcam, ``annotated/NNNNN_name.png``
   per image for images (``--no-annotate`` skips it);
 - ``summary.json``: counts (frames, faces, skipped files and why) and latency per stage;
-- ``latency.png``: the time of each stage per frame, stacked.
+- ``latency.png``: the time of each stage per frame, stacked (needs matplotlib, the ``plots``
+  extra: without it the run skips it with a note in summary.json).
 
 Bad input never stops a stream: an unreadable image in a folder, a damaged video frame or an
 invalid frame is warned about, counted and skipped; a missing or corrupt model stops before the
@@ -29,7 +30,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from aue_edge.edge.errors import ConfigError, InferenceError, InputImageError
+from aue_edge.edge.errors import (ConfigError, InferenceError, InputImageError,
+                                  PlotsUnavailableError)
 from aue_edge.edge.frames import read_image_file, validate_frame
 from aue_edge.edge.outputs import prepare_output_dir, remove_if_empty
 from aue_edge.edge.plotting import pyplot, save_figure
@@ -277,7 +279,11 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                            f"or a frame the decoder could not read)")
         print(f"warning: {stats.notes[-1]}", file=sys.stderr)
     if stats.frames:
-        plot_latency(stats, out_dir / "latency.png")
+        try:
+            plot_latency(stats, out_dir / "latency.png")
+        except PlotsUnavailableError as exc:   # matplotlib is optional on a robot
+            stats.notes.append(f"latency.png not written: {exc}")
+            print(f"warning: {stats.notes[-1]}", file=sys.stderr)
     summary = {"source": source, "model": str(pipeline.model.path),
                "backend": pipeline.config.backend, **stats.to_json()}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
