@@ -47,11 +47,13 @@ setup(
         "opencv-python-headless>=4.8,<5",
         "PyYAML>=6",
         "tqdm>=4.60",
-        "matplotlib>=3.7",
     ],
     extras_require={
+        # PNG plots (aue run's latency.png, aue bench reports, calibration and training plots);
+        # without it the runtime commands skip their plots with a note.
+        "plots": ["matplotlib>=3.7"],
         # Host-side training and export (pin torch: an unpinned one pulls GBs of CUDA wheels).
-        "train": ["torch==2.13.0", "onnxscript>=0.5", "scipy>=1.10"],
+        "train": ["torch==2.13.0", "onnxscript>=0.5", "scipy>=1.10", "matplotlib>=3.7"],
         # Jetson runtime: TensorRT ships with JetPack; pick one CUDA binding for its driver.
         # cuda-python 13.x needs driver >= 580 (not on JetPack 5/6), so it is excluded.
         # JetPack 6 (CUDA 12.2/12.6, Python 3.10): the 12.x line.
@@ -64,7 +66,7 @@ setup(
         # Face Mesh and needs numpy<2 (its own venv); dlib's model is not for commercial use.
         "mediapipe": ["mediapipe==0.10.21", "numpy<2"],
         "dlib": ["dlib-bin==20.0.1.post1", "face-recognition-models==0.3.0"],
-        "test": ["pytest>=8", "pytest-benchmark>=4", "scikit-image>=0.21"],
+        "test": ["pytest>=8", "pytest-benchmark>=4", "scikit-image>=0.21", "matplotlib>=3.7"],
     },
     entry_points={
         "console_scripts": [

@@ -42,3 +42,12 @@ def astronaut_bgr() -> np.ndarray:
     from skimage import data
 
     return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+
+
+@pytest.fixture()
+def standin_model(tmp_path) -> Path:
+    """The test stand-in classifier (``tests/helpers/standin_model.py``, not the product's
+    model) in ``tmp_path``: the path of its ``model.onnx``, ``card.json`` beside it."""
+    from helpers.standin_model import build_standin_model
+
+    return build_standin_model(tmp_path)

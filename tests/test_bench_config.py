@@ -15,17 +15,22 @@ from aue_edge.edge.model_card import AlignmentSpec, InputSpec, ModelCard, Output
 def test_yaml_then_flags(tmp_path):
     path = tmp_path / "bench.yaml"
     path.write_text("rounds: 30\nbatches: [1, 4]\nnum_threads: 2\ngroups: [infer]\n")
-    args = build_parser().parse_args(["--config", str(path), "--rounds", "7",
-                                      "--precisions", "int8", "--model-dir", str(tmp_path)])
-    config = resolve_config(args)
+    config = resolve_config(path, rounds=7, precisions=("int8",), model_dirs=[tmp_path],
+                            batches=None)
     assert (config.rounds, config.batches, config.num_threads) == (7, (1, 4), 2)
     assert config.precisions == ("int8",) and config.groups == ("infer",)
     assert config.model_dirs == (str(tmp_path.resolve()),)
-    smoke = resolve_config(build_parser().parse_args(["--config", str(path), "--smoke"]))
+    smoke = resolve_config(path, smoke=True)
     assert (smoke.rounds, smoke.warmup_rounds, smoke.smoke) == (2, 1, True)
     assert config.au_model_dir is None
-    au = resolve_config(build_parser().parse_args(["--au-model", str(tmp_path)]))
-    assert au.au_model_dir == str(tmp_path.resolve())
+    assert resolve_config(au_model_dir=tmp_path).au_model_dir == str(tmp_path.resolve())
+    with pytest.raises(ConfigError, match=r"unknown benchmark setting\(s\) \['roundz'\]"):
+        resolve_config(path, roundz=3)
+    # the flags of 'aue bench' are these settings, under the same names
+    args = build_parser().parse_args(["--config", str(path), "--rounds", "7", "--precisions",
+                                      "int8", "--model-dir", str(tmp_path)])
+    assert resolve_config(args.config, rounds=args.rounds, precisions=args.precisions,
+                          model_dirs=args.model_dirs) == config
 
 
 @pytest.mark.parametrize("text, message", [

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -105,6 +106,18 @@ def test_plots_are_written(run_and_baseline, tmp_path):
     for plot in files.plots:
         assert plot.read_bytes()[:8] == PNG_MAGIC
         assert f"]({plot.name})" in files.markdown.read_text(encoding="utf-8")
+
+
+def test_without_matplotlib_the_report_has_tables_and_says_why_no_plots(run_and_baseline,
+                                                                       tmp_path, monkeypatch):
+    run, base = run_and_baseline
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # `import matplotlib` now fails
+    files = write_report(run, base, tmp_path / "report")
+    assert files.plots == () and not list((tmp_path / "report").glob("*.png"))
+    assert files.note.startswith("plots not drawn: plots need matplotlib")
+    text = files.markdown.read_text(encoding="utf-8")
+    assert f"Note: {files.note}" in text and "aue_edge[plots]" in text
+    assert "| `infer[m-ort-int8-b5]`" in text and "](" not in text   # tables, no images
 
 
 def test_summary_only_json_reports_na_percentiles(tmp_path):

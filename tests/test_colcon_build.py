@@ -123,7 +123,7 @@ def test_colcon_installs_both_packages_where_ament_expects_them(workspace):
         assert os.access(install / "aue_edge/lib/aue_edge" / node, os.X_OK), node
 
     # A new shell: underlay, then the workspace, as a user does before `ros2 run`.
-    probe_script = f"""
+    probe_script = """
 import json, shutil
 from ament_index_python.packages import get_package_prefix, get_package_share_directory
 from rclpy.serialization import deserialize_message, serialize_message

@@ -1,14 +1,16 @@
 """``aue run`` end to end on the bundled demo clip and on image folders with bad files, through
-the real CLI dispatch, real YuNet and real ONNX Runtime (with the test stand-in model from
-test_edge_pipeline, not the product's model)."""
+the real CLI dispatch, real YuNet and real ONNX Runtime (with the test stand-in model of
+tests/helpers, not the product's model)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import cv2
 import numpy as np
 import pytest
-from test_edge_pipeline import FERPLUS_LABELS, build_standin_model
+from helpers.standin_model import FERPLUS_LABELS, build_standin_model
 
 from aue_edge.cli import main as aue_main
 from aue_edge.core.errors import ConfigError
@@ -54,6 +56,28 @@ def test_demo_clip_tracks_one_then_three_faces(repo_root, model_dir, tmp_path):
     assert summary["frames"] == 75 and summary["max_faces_in_frame"] == 3
     assert cv2.imread(str(out / "latency.png")) is not None
     assert summary["faces"] == 30 + 25 * 3 + 20
+
+
+def test_the_robot_runtime_runs_without_matplotlib(repo_root, model_dir, tmp_path):
+    """matplotlib is the optional ``plots`` extra: with it unimportable (a robot installed
+    without it), ``aue run`` on the bundled clip writes everything but latency.png and says so;
+    nothing else on the run's path may import matplotlib (that would fail the run)."""
+    clip = repo_root / "aue_edge" / "edge" / "samples" / "demo_clip.mp4"
+    out = tmp_path / "run"
+    block = ("import sys; sys.modules['matplotlib'] = None; "   # `import matplotlib` now fails
+             "from aue_edge.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", block, "run", "--source", str(clip), "--out",
+                           str(out), "--model", str(model_dir), "--max-frames", "12",
+                           "--threads", "1", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(read_jsonl(out / "results.jsonl")) == 12 and (out / "annotated.mp4").is_file()
+    assert not (out / "latency.png").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 12
+    note = "latency.png not written: plots need matplotlib, which is not installed here"
+    assert any(n.startswith(note) and "aue_edge[plots]" in n for n in summary["notes"]), summary
+    assert note in proc.stderr
 
 
 def test_image_folder_skips_and_counts_bad_files(model_dir, astronaut_bgr, tmp_path, capsys):

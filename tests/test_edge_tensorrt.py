@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_edge_pipeline import build_standin_model
+from helpers.standin_model import build_standin_model
 
 from aue_edge.edge.backends import trt_api
 from aue_edge.edge.backends.factory import create_backend, find_model_card

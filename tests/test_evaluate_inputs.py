@@ -1,11 +1,11 @@
 """``aue evaluate`` and ``aue data`` on bad input: a model that gives NaN, a negative --limit,
 a FER+ image of the wrong size. Real FER+ images (../shared), real ONNX Runtime, the test
-stand-in model of test_edge_pipeline (not the product's model)."""
+stand-in model of tests/helpers (not the product's model)."""
 from __future__ import annotations
 
 import cv2
 import numpy as np
-from test_edge_pipeline import build_standin_model
+from helpers.standin_model import build_standin_model
 
 from aue_edge.cli import main as aue_main
 

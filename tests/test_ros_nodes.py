@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.standin_model import FERPLUS_LABELS, build_standin_model
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -45,46 +46,13 @@ REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT_S = 60.0
 
 
-def _standin_model(directory: Path) -> Path:
-    """A tiny ONNX with the product's I/O names and a FER+ card (not the product's model)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from aue_edge.edge.face.templates import FERPLUS_TEMPLATE_5PT
-    from aue_edge.edge.model_card import AlignmentSpec, InputSpec, OutputSpec
-
-    rng = np.random.default_rng(0)
-    labels = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
-              "contempt")
-    aus = tuple(f"AU{i}" for i in (1, 2, 4, 6, 12, 15, 25))
-    weights = [numpy_helper.from_array(rng.normal(size=(3, n)).astype(np.float32) * 3, name)
-               for name, n in (("w_emotion", len(labels)), ("w_au", len(aus)))]
-    nodes = [helper.make_node("ReduceMean", ["image"], ["pooled"], axes=[2, 3], keepdims=0),
-             helper.make_node("MatMul", ["pooled", "w_emotion"], ["logits"]),
-             helper.make_node("Softmax", ["logits"], ["emotion_probs"], axis=1),
-             helper.make_node("MatMul", ["pooled", "w_au"], ["au_logits"]),
-             helper.make_node("Sigmoid", ["au_logits"], ["au_probs"])]
-    graph = helper.make_graph(
-        nodes, "ros_test_standin",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 112, 112])],
-        [helper.make_tensor_value_info("emotion_probs", TensorProto.FLOAT, ["N", len(labels)]),
-         helper.make_tensor_value_info("au_probs", TensorProto.FLOAT, ["N", len(aus)])],
-        weights)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    directory.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(directory / "model.onnx"))
-    ModelCard("ros_test_standin", InputSpec(),
-              AlignmentSpec(template_5pt=FERPLUS_TEMPLATE_5PT),
-              OutputSpec(emotion_labels=labels, au_names=aus, au_threshold=0.5)).save(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     if (DEFAULT_MODEL_DIR / "card.json").is_file():
         return DEFAULT_MODEL_DIR
-    return _standin_model(tmp_path_factory.mktemp("standin_model"))
+    directory = tmp_path_factory.mktemp("standin_model")
+    build_standin_model(directory)
+    return directory
 
 
 @pytest.fixture(scope="module")
@@ -579,8 +547,6 @@ def test_signal_during_configure_exits_cleanly(context, ros_env, model_dir, tmp_
 
 def test_models_that_do_not_match_their_card_or_give_nan_fail_configure(ros_env, tmp_path):
     """Checked at configure (a dry run), with one line and status 2: not at the first face."""
-    from test_edge_pipeline import FERPLUS_LABELS, build_standin_model
-
     wrong = tmp_path / "wrong_labels"
     build_standin_model(wrong, labels=FERPLUS_LABELS[:7])
     card = ModelCard.load(wrong / "card.json")
@@ -599,8 +565,6 @@ def test_models_that_do_not_match_their_card_or_give_nan_fail_configure(ros_env,
 
 def test_a_non_finite_output_is_counted_never_published(context, ros_env, astronaut_bgr,
                                                         tmp_path):
-    from test_edge_pipeline import build_standin_model
-
     directory = tmp_path / "nan_on_faces"
     build_standin_model(directory, non_finite="on_faces")
     process, nan_probe, log_path = _node_on_own_topics("nan", directory, context, ros_env,

@@ -9,13 +9,13 @@ import weakref
 
 import numpy as np
 import pytest
+from helpers.fake_trt import ClockedFakeApi
 
 from aue_edge.benchmarks.engine_bench import EngineBenchConfig, run_engine_benchmark
 from aue_edge.edge.backends import trt_api
 from aue_edge.edge.backends.tensorrt_backend import SIDECAR_SCHEMA
 from aue_edge.edge.backends.trt_api import CudaCallError, TrtApi
 from aue_edge.core.errors import BackendUnavailableError, ConfigError, ModelFileError
-from test_bench_engine import ClockedFakeApi
 
 
 class FakeCudart:

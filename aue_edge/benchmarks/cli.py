@@ -25,8 +25,10 @@ import os
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from aue_edge.benchmarks.config import BACKENDS, GROUPS, PRECISIONS, BenchConfig
+from aue_edge.benchmarks.engine_bench import EngineBenchConfig
 from aue_edge.core.errors import BackendUnavailableError, ConfigError
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -135,22 +137,26 @@ def _command_line(argv: list[str]) -> str:
     return shlex.join(["aue", "bench", *argv])
 
 
-def resolve_config(args: argparse.Namespace) -> BenchConfig:
-    """The config file (or defaults) with every given flag applied on top, validated."""
-    config = BenchConfig.load(args.config) if args.config else BenchConfig()
-    overrides = {name: getattr(args, name) for name in
-                 ("groups", "backends", "precisions", "batches", "num_threads", "rounds",
-                  "warmup_rounds", "ros_rounds", "ros_stream_s", "face_image")
-                 if getattr(args, name) is not None}
-    if args.model_dirs:
-        overrides["model_dirs"] = tuple(str(Path(d).resolve()) for d in args.model_dirs)
-    if args.au_model_dir:
-        overrides["au_model_dir"] = str(Path(args.au_model_dir).resolve())
+def resolve_config(config_file: str | Path | None = None, *, smoke: bool = False,
+                   **fields: Any) -> BenchConfig:
+    """The config file (or the defaults) with every field of ``fields`` that is not None
+    applied on top (BenchConfig fields, as the ``aue bench`` flags set them), validated; paths
+    made absolute. ``smoke``: 1 warm-up + 2 timed rounds per case (:meth:`BenchConfig.as_smoke`)."""
+    config = BenchConfig.load(config_file) if config_file else BenchConfig()
+    unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(BenchConfig)})
+    if unknown:
+        raise ConfigError(f"unknown benchmark setting(s) {unknown}: the settings are the "
+                          f"fields of BenchConfig")
+    overrides = {name: value for name, value in fields.items() if value is not None}
+    if "model_dirs" in overrides:
+        overrides["model_dirs"] = tuple(str(Path(d).resolve()) for d in overrides["model_dirs"])
+    if "au_model_dir" in overrides:
+        overrides["au_model_dir"] = str(Path(overrides["au_model_dir"]).resolve())
     if config.face_image or "face_image" in overrides:
         overrides["face_image"] = str(Path(overrides.get("face_image",
                                                          config.face_image)).resolve())
     config = dataclasses.replace(config, **overrides)
-    return config.as_smoke() if args.smoke else config
+    return config.as_smoke() if smoke else config
 
 
 def pytest_arguments(config_path: Path, json_path: Path, command: str,
@@ -168,8 +174,12 @@ def pytest_arguments(config_path: Path, json_path: Path, command: str,
     return args
 
 
-def run_suites(args: argparse.Namespace, argv: list[str]) -> int:
-    config = resolve_config(args)
+def run_suites(config: BenchConfig, *, out: Path = DEFAULT_OUT, name: str | None = None,
+               keyword: str | None = None, report: bool = True, command: str = "") -> int:
+    """Run the suites of ``config``: ``OUT/NAME.json`` (NAME default bench-<UTC time>), the
+    machine record beside it and, with ``report``, ``OUT/NAME_report/``; ``keyword`` is a
+    pytest -k expression, ``command`` the command line recorded in the results. Returns
+    pytest's status."""
     missing = [name for name in ("pytest", "pytest_benchmark")
                if importlib.util.find_spec(name) is None]
     if missing:
@@ -178,14 +188,14 @@ def run_suites(args: argparse.Namespace, argv: list[str]) -> int:
             f"pip install 'aue_edge[test]' (pytest, pytest-benchmark, scikit-image)")
     import pytest
 
-    out = args.out or DEFAULT_OUT
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    name = args.name or _default_name()
+    name = name or _default_name()
     config_path = config.save_json(out / f"{name}.config.json")
     json_path = out / f"{name}.json"
     if json_path.exists():
         json_path.unlink()  # never report a stale run as this one
-    pytest_args = pytest_arguments(config_path, json_path, _command_line(argv), args.keyword)
+    pytest_args = pytest_arguments(config_path, json_path, command, keyword)
     print("running: " + shlex.join([sys.executable, "-m", "pytest", *pytest_args]), flush=True)
     status = int(pytest.main(pytest_args))
     if status == pytest.ExitCode.NO_TESTS_COLLECTED:
@@ -199,36 +209,34 @@ def run_suites(args: argparse.Namespace, argv: list[str]) -> int:
     machine_path.write_text(json.dumps(run_doc["machine_info"].get("aue", {}), indent=2) + "\n",
                             encoding="utf-8")
     print(f"results: {json_path}\nmachine record: {machine_path}")
-    if not args.no_report:
+    if report:
         from aue_edge.benchmarks.report import write_report
 
         files = write_report(json_path)
-        print(f"report: {files.markdown} ({len(files.plots)} plots)")
+        print(f"report: {files.markdown} ({files.note or f'{len(files.plots)} plots'})")
     if status != 0:
         print(f"aue bench: some cases failed (pytest status {status}); their rows are missing "
               f"from the results, see the pytest output above", file=sys.stderr)
     return status
 
 
-def run_engine(args: argparse.Namespace, argv: list[str]) -> int:
-    from aue_edge.benchmarks.engine_bench import (EngineBenchConfig, format_summary,
-                                                  run_engine_benchmark, to_benchmark_json)
+def run_engine(config: EngineBenchConfig, *, out: Path = DEFAULT_OUT, name: str | None = None,
+               command: str = "") -> int:
+    """Time the engine of ``config`` like trtexec; writes ``OUT/NAME.json`` (NAME default
+    bench-<UTC time>, ``command`` recorded in it)."""
+    from aue_edge.benchmarks.engine_bench import (format_summary, run_engine_benchmark,
+                                                  to_benchmark_json)
     from aue_edge.benchmarks.machine import collect_machine_record
 
-    config = EngineBenchConfig(
-        engine_path=str(Path(args.engine).resolve()), batch=args.batch,
-        warmup_ms=args.warmup_ms, duration_s=args.duration_s, iterations=args.iterations,
-        use_cuda_graph=args.cuda_graph, no_data_transfers=args.no_data_transfers,
-        device_index=args.device, cuda_binding=args.cuda_binding)
     summary = run_engine_benchmark(config)
     print(format_summary(summary))
     for note in summary["notes"]:
         print(f"note: {note}")
     print(f"same measurement with trtexec: {summary['trtexec_command']}")
-    out = args.out or DEFAULT_OUT
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    json_path = out / f"{args.name or _default_name()}.json"
-    doc = to_benchmark_json(config, summary, collect_machine_record(), _command_line(argv))
+    json_path = out / f"{name or _default_name()}.json"
+    doc = to_benchmark_json(config, summary, collect_machine_record(), command)
     json_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
     print(f"results: {json_path} (report: aue bench --report {json_path})")
     return 0
@@ -254,9 +262,17 @@ def bench_main(argv: list[str]) -> int:
         print(f"report: {files.markdown}")
         for plot in files.plots:
             print(f"plot: {plot}")
+        if files.note:
+            print(f"note: {files.note}")
         return 0
     if args.engine is not None:
-        return run_engine(args, argv)
+        config = EngineBenchConfig(
+            engine_path=str(Path(args.engine).resolve()), batch=args.batch,
+            warmup_ms=args.warmup_ms, duration_s=args.duration_s, iterations=args.iterations,
+            use_cuda_graph=args.cuda_graph, no_data_transfers=args.no_data_transfers,
+            device_index=args.device, cuda_binding=args.cuda_binding)
+        return run_engine(config, out=args.out or DEFAULT_OUT, name=args.name,
+                          command=_command_line(argv))
     if args.soak is not None:
         if not args.soak > 0:
             raise ConfigError(f"--soak takes minutes > 0, got {args.soak:g}")
@@ -266,5 +282,12 @@ def bench_main(argv: list[str]) -> int:
                         args.name or _default_name().replace("bench-", "soak-"),
                         args.model_dirs[0] if args.model_dirs else None, args.num_threads,
                         args.face_image, _command_line(argv))
-    return run_suites(args, argv)
+    config = resolve_config(
+        args.config, smoke=args.smoke, groups=args.groups, model_dirs=args.model_dirs,
+        au_model_dir=args.au_model_dir, backends=args.backends, precisions=args.precisions,
+        batches=args.batches, num_threads=args.num_threads, rounds=args.rounds,
+        warmup_rounds=args.warmup_rounds, ros_rounds=args.ros_rounds,
+        ros_stream_s=args.ros_stream_s, face_image=args.face_image)
+    return run_suites(config, out=args.out or DEFAULT_OUT, name=args.name, keyword=args.keyword,
+                      report=not args.no_report, command=_command_line(argv))
 

@@ -27,8 +27,8 @@ import numpy as np
 
 from aue_edge.benchmarks.machine import summary_lines
 from aue_edge.core.config_files import read_json
-from aue_edge.core.errors import AueError
-from aue_edge.core.plotting import save_figure
+from aue_edge.core.errors import AueError, PlotsUnavailableError
+from aue_edge.core.plotting import pyplot, save_figure
 
 
 def without_prefix(text: str, prefix: str) -> str:
@@ -317,9 +317,12 @@ def load_warning(machine: dict[str, Any]) -> str | None:
 
 
 def render_markdown(run: BenchRun, baseline: BenchRun | None,
-                    plots: dict[str, Path]) -> str:
-    """The whole report as Markdown; plot paths are written relative to the report."""
+                    plots: dict[str, Path], note: str | None = None) -> str:
+    """The whole report as Markdown; plot paths are written relative to the report; ``note``
+    (why the plots are missing) goes under the title."""
     lines = [f"# Benchmark report: {run.path.name}", ""]
+    if note:
+        lines += [f"Note: {note}", ""]
     if run.command:
         lines += ["Command:", "", "```", run.command, "```", ""]
     config = run.config
@@ -402,10 +405,8 @@ def _horizontal(matplotlib_version: str) -> dict[str, Any]:
 def plot_distributions(run: BenchRun, baseline: BenchRun | None,
                        out_dir: Path) -> dict[str, Path]:
     """One PNG per group: horizontal box plots of per-round latency, baseline beside."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
+    from matplotlib import __version__ as matplotlib_version
 
     base = baseline.by_key() if baseline else {}
     written = {}
@@ -425,7 +426,7 @@ def plot_distributions(run: BenchRun, baseline: BenchRun | None,
                 colors.append("tab:orange")
         fig, ax = plt.subplots(figsize=(9, 0.45 * len(series) + 1.5))
         boxes = ax.boxplot(series, patch_artist=True, showfliers=True, whis=(1, 99),
-                           **_horizontal(matplotlib.__version__))
+                           **_horizontal(matplotlib_version))
         for patch, color in zip(boxes["boxes"], colors):
             patch.set_facecolor(color)
             patch.set_alpha(0.5)
@@ -448,10 +449,7 @@ def plot_breakdown(run: BenchRun, baseline: BenchRun | None, out_dir: Path) -> P
         rows += [(f"{c.label} (baseline)", c) for c in baseline.cases if c.stage_ms]
     if not rows:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(10, 0.5 * len(rows) + 1.5))
     left = np.zeros(len(rows))
@@ -480,10 +478,7 @@ def plot_stage_distributions(run: BenchRun, out_dir: Path) -> Path | None:
     cases = [c for c in run.cases if c.stage_ms]
     if not cases:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stages = [s for s in (*STAGES, "total") if any(s in c.stage_ms for c in cases)]
     ncols = min(4, len(cases))
@@ -508,6 +503,7 @@ def plot_stage_distributions(run: BenchRun, out_dir: Path) -> Path | None:
 class ReportFiles:
     markdown: Path
     plots: tuple[Path, ...]
+    note: str | None = None    # why there are no plots (matplotlib is not installed)
 
 
 def write_report(run_path: str | Path, baseline_path: str | Path | None = None,
@@ -521,13 +517,17 @@ def write_report(run_path: str | Path, baseline_path: str | Path | None = None,
     out = Path(out_dir) if out_dir is not None else run.path.with_name(
         f"{run.path.stem}_report")
     out.mkdir(parents=True, exist_ok=True)
-    plots = plot_distributions(run, baseline, out)
-    breakdown = plot_breakdown(run, baseline, out)
-    if breakdown is not None:
-        plots["breakdown"] = breakdown
-    stages = plot_stage_distributions(run, out)
-    if stages is not None:
-        plots["stages"] = stages
+    note = None
+    try:
+        plots = plot_distributions(run, baseline, out)
+        breakdown = plot_breakdown(run, baseline, out)
+        if breakdown is not None:
+            plots["breakdown"] = breakdown
+        stages = plot_stage_distributions(run, out)
+        if stages is not None:
+            plots["stages"] = stages
+    except PlotsUnavailableError as exc:   # matplotlib is optional on a robot: tables only
+        plots, note = {}, f"plots not drawn: {exc}"
     markdown = out / "report.md"
-    markdown.write_text(render_markdown(run, baseline, plots), encoding="utf-8")
-    return ReportFiles(markdown=markdown, plots=tuple(plots.values()))
+    markdown.write_text(render_markdown(run, baseline, plots, note), encoding="utf-8")
+    return ReportFiles(markdown=markdown, plots=tuple(plots.values()), note=note)

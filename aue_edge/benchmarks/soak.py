@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from aue_edge.core.errors import PlotsUnavailableError
+
 CAMERA_RATE_HZ = 30.0
 SCENE_S = 5.0            # the camera's view alternates between 1 and 5 faces this often
 REPLY_TIMEOUT_S = 2.0    # a frame not answered by then is counted as not answered
@@ -192,13 +194,16 @@ def run_soak(minutes: float, out_dir: Path, name: str, model_dir: str | None = N
                     answered, str(log_path))
     json_path = out_dir / f"{name}.json"
     json_path.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    png_path = plot_soak(doc, out_dir / f"{name}.png")
+    try:
+        plot_line = f"plot: {plot_soak(doc, out_dir / f'{name}.png')}"
+    except PlotsUnavailableError as exc:   # matplotlib is optional on a robot
+        plot_line = f"plot: not drawn: {exc}"
     summary = doc["summary"]
     print(f"aue bench --soak: {summary['answered']} of {summary['published']} frames answered "
           f"in {summary['minutes']:g} min; latency p50 {summary['p50_ms']} ms, p99 "
           f"{summary['p99_ms']} ms; node RSS {summary['rss_mib_first']} -> "
           f"{summary['rss_mib_last']} MiB; frames in flight at most {summary['in_flight_max']}")
-    print(f"results: {json_path}\nplot: {png_path}\nnode log: {log_path}")
+    print(f"results: {json_path}\n{plot_line}\nnode log: {log_path}")
     if failure:
         print(f"aue bench --soak: error: {failure}; see {log_path}", file=sys.stderr)
         return 1
@@ -243,12 +248,9 @@ def _document(minutes: float, name: str, command: str, minutes_stats: list[Minut
 def plot_soak(doc: dict, path: Path) -> Path:
     """Latency p50/p99 and frames answered per minute; node RSS and frames in flight over
     time."""
-    import matplotlib
+    from aue_edge.core.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from aue_edge.core.plotting import save_figure
+    plt = pyplot()
 
     rows, samples, summary = doc["per_minute"], doc["samples"], doc["summary"]
     fig, axes = plt.subplots(2, 2, figsize=(11, 6.5), dpi=100)

@@ -47,7 +47,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from aue_edge.calibration.qdq import _node_label, _weight_axis, check_qdq_model
+from aue_edge.calibration.qdq import check_qdq_model, node_label, weight_axis
 from aue_edge.edge.model_card import INT8_ORT_MODEL_FILENAME
 from aue_edge.calibration.stats import TensorHistogram
 from aue_edge.core.errors import CalibrationError
@@ -102,7 +102,7 @@ def _without_preprocess_warning() -> Iterator[None]:
 def batched_matmuls(model: onnx.ModelProto) -> tuple[str, ...]:
     """Labels of MatMul nodes whose constant weight is not 2-D (left in float; module doc)."""
     initializers = {init.name: init for init in model.graph.initializer}
-    return tuple(_node_label(node) for node in model.graph.node
+    return tuple(node_label(node) for node in model.graph.node
                  if node.op_type == "MatMul" and len(node.input) > 1
                  and node.input[1] in initializers and len(initializers[node.input[1]].dims) != 2)
 
@@ -121,7 +121,7 @@ def quantize_for_ort(model: onnx.ModelProto, ranges: dict[str, tuple[float, floa
     # ORT's quantizer addresses nodes by name; give unnamed ones the label the plan uses.
     for node in source.graph.node:
         if not node.name:
-            node.name = _node_label(node)
+            node.name = node_label(node)
     tensors = TensorsData(CalibrationMethod.MinMax, {
         name: TensorData(lowest=np.array(low, np.float32), highest=np.array(high, np.float32))
         for name, (low, high) in ranges.items()})
@@ -183,7 +183,7 @@ def inspect_ort_qdq(model: onnx.ModelProto, reduce_range: bool = True) -> dict:
         if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
             continue
         counts[node.op_type] += 1
-        label = _node_label(node)
+        label = node_label(node)
         if node.input[0] in initializers:     # a constant: weight (int8) or bias (int32)
             values = numpy_helper.to_array(initializers[node.input[0]])
             if values.dtype == np.int32:
@@ -223,10 +223,10 @@ def inspect_ort_qdq(model: onnx.ModelProto, reduce_range: bool = True) -> dict:
             rank = len(initializers[weight_dq.input[0]].dims)
             scale = numpy_helper.to_array(initializers[weight_dq.input[1]])
             if scale.size == 1:
-                per_tensor_weights.append(_node_label(node))
-                if node.op_type in ("Conv", "Gemm") and _weight_axis(node, rank) is not None \
+                per_tensor_weights.append(node_label(node))
+                if node.op_type in ("Conv", "Gemm") and weight_axis(node, rank) is not None \
                         and initializers[weight_dq.input[0]].dims[0] > 1:
-                    problems.append(f"{_node_label(node)}: weight is quantised per tensor, "
+                    problems.append(f"{node_label(node)}: weight is quantised per tensor, "
                                     f"expected per output channel")
         readers = consumers.get(node.output[0], [])
         if len(readers) == 1 and readers[0].op_type == "QuantizeLinear":

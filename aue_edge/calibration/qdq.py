@@ -85,7 +85,8 @@ class QuantizationPlan:
         return names
 
 
-def _node_label(node: onnx.NodeProto) -> str:
+def node_label(node: onnx.NodeProto) -> str:
+    """How reports and ``keep_fp32`` name a node: its name, else its first output, else its op."""
     return node.name or (node.output[0] if node.output else node.op_type)
 
 
@@ -96,7 +97,8 @@ def _attribute(node: onnx.NodeProto, name: str, default: int) -> int:
     return default
 
 
-def _weight_axis(node: onnx.NodeProto, weight_rank: int) -> int | None:
+def weight_axis(node: onnx.NodeProto, weight_rank: int) -> int | None:
+    """The per-channel quantization axis of ``node``'s weight (None: per tensor only)."""
     if node.op_type == "Conv":
         return 0
     if node.op_type == "ConvTranspose":
@@ -130,7 +132,7 @@ def plan_quantization(model: onnx.ModelProto, op_types: tuple[str, ...],
     graph = model.graph
     labels = {}
     for node in graph.node:
-        labels[_node_label(node)] = node
+        labels[node_label(node)] = node
         for out in node.output:
             labels.setdefault(out, node)
     unknown = [name for name in keep_fp32 if name not in labels]
@@ -146,7 +148,7 @@ def plan_quantization(model: onnx.ModelProto, op_types: tuple[str, ...],
     for index, node in enumerate(graph.node):
         if node.op_type not in op_types:
             continue
-        label = _node_label(node)
+        label = node_label(node)
         if id(node) in keep_nodes:
             plan.kept_fp32.append(label)
             continue
@@ -161,7 +163,7 @@ def plan_quantization(model: onnx.ModelProto, op_types: tuple[str, ...],
                 plan.skipped.append((label, f"weight {node.input[1]!r} is not float32"))
                 continue
             weight_input = 1
-            axis = _weight_axis(node, len(weight.dims))
+            axis = weight_axis(node, len(weight.dims))
             if axis is None:
                 plan.per_tensor_weights.append(label)
         elif len(node.input) > 1 and node.input[1] not in activations:

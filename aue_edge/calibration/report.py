@@ -14,7 +14,7 @@ from aue_edge.calibration.calibrators import (entropy_threshold, minmax_threshol
                                               percentile_threshold)
 from aue_edge.calibration.stats import TensorHistogram
 from aue_edge.edge.model_card import ModelCard
-from aue_edge.core.plotting import save_figure
+from aue_edge.core.plotting import pyplot, save_figure
 
 
 class OutputAgreement:
@@ -141,10 +141,7 @@ def write_plots(out_dir: Path, histograms: dict[str, TensorHistogram], worst: li
                 node_snr_db: dict[str, float], suffix: str = "") -> list[str]:
     """Histogram plot of the ``worst`` tensors and a per-layer SNR plot; returns file names
     (``calibration_worst_histograms<suffix>.png``, ``calibration_layer_snr<suffix>.png``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     written = []
     if worst:

@@ -40,3 +40,7 @@ class ConfigError(AueError, ValueError):
 
 class CalibrationError(AueError):
     """INT8 calibration input or output that cannot be trusted (cache mismatch, too few images)."""
+
+
+class PlotsUnavailableError(AueError):
+    """A plot asked for where matplotlib (the optional ``plots`` extra) is not installed."""

@@ -60,10 +60,9 @@ def _kwargs(args: argparse.Namespace) -> dict:
 
 def plot_dataset(dataset: FaceDataset, path: Path) -> None:
     """Bar chart of class counts (expression data) or AU base rates (AU data)."""
-    import matplotlib
+    from aue_edge.core.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4))
     if dataset.labels:

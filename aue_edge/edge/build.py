@@ -45,6 +45,8 @@ from aue_edge.edge.trt_targets import TrtTarget, parse_version, resolve_target, 
 PRECISIONS = ("fp32", "fp16", "int8")
 MAX_BATCH_LIMIT = 256
 DEFAULT_MAX_BATCH = 8
+DEFAULT_PRECISION = "fp16"
+DEFAULT_WORKSPACE_MIB = 1024
 DETECTOR_STRIDE_PX = 32  # YuNet pads its input to a multiple of its largest stride
 DEFAULT_DETECT_MAX_SIDE_PX = 640
 
@@ -333,24 +335,33 @@ def build_target(flag: str | None, installed: str | None) -> TrtTarget | None:
     return installed_target or target
 
 
-def plan_build(args: argparse.Namespace, installed_trt: str | None = None) -> BuildPlan:
-    """Validate every flag; raise ConfigError / ModelFileError / CalibrationError on the first
-    problem (each says what to do). No TensorRT here: ``installed_trt`` is the version of the
-    TensorRT that will build (None when there is none), for the lint and the cache check."""
-    onnx_path = Path(args.model)
+def plan_build(model: str | Path, out: str | Path, *, precision: str = DEFAULT_PRECISION,
+               calibration_cache: str | Path | None = None, fp16_fallback: bool = False,
+               dla_core: int | None = None, gpu_fallback: bool = True,
+               workspace_mib: int = DEFAULT_WORKSPACE_MIB, min_batch: int | None = None,
+               opt_batch: int | None = None, max_batch: int | None = None,
+               detector: bool = False, detect_max_side_px: int | None = None,
+               timing_cache: str | Path | None = None, trt_version: str | None = None,
+               device: int = 0, overwrite: bool = False,
+               installed_trt: str | None = None) -> BuildPlan:
+    """Validate every option (one per ``aue build`` flag, same names); raise ConfigError /
+    ModelFileError / CalibrationError on the first problem (each says what to do). No TensorRT
+    here: ``installed_trt`` is the version of the TensorRT that will build (None when there is
+    none), for the lint and the cache check."""
+    onnx_path = Path(model)
     if onnx_path.suffix.lower() != ".onnx":
         raise ConfigError(f"MODEL must be an .onnx file, got {onnx_path}")
     facts = inspect_onnx(onnx_path)
-    detector = bool(args.detector)
+    detector = bool(detector)
     # The face detector (YuNet) has no model card: its pre/post-processing lives in aue_edge/edge/face.
     card = None if detector else find_model_card(onnx_path)
     notes = []
-    out = Path(args.out)
+    out = Path(out)
     if out.suffix.lower() not in ENGINE_SUFFIXES:
         raise ConfigError(f"--out {out}: an engine file name ends with one of {ENGINE_SUFFIXES}")
     if out.resolve() == onnx_path.resolve():
         raise ConfigError("--out must not overwrite the ONNX model")
-    if out.exists() and not args.overwrite:
+    if out.exists() and not overwrite:
         raise ConfigError(f"--out {out} already exists; pass --overwrite to replace it (the old "
                           f"engine is deleted first, so engine and sidecar never disagree)")
     if card is not None and card.input.name not in facts.inputs:
@@ -358,8 +369,10 @@ def plan_build(args: argparse.Namespace, installed_trt: str | None = None) -> Bu
                              f"input (inputs: {sorted(facts.inputs)})")
 
     # ---- precision and INT8 mode
-    precision = args.precision
-    cache_path = Path(args.calibration_cache) if args.calibration_cache else None
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, got "
+                          f"{precision!r}")
+    cache_path = Path(calibration_cache) if calibration_cache else None
     is_qdq = facts.qdq_nodes > 0
     int8_mode = None
     if precision == "int8":
@@ -382,10 +395,10 @@ def plan_build(args: argparse.Namespace, installed_trt: str | None = None) -> Bu
         if cache_path:
             raise ConfigError(f"--calibration-cache only applies to --precision int8 (got "
                               f"{precision})")
-    if args.fp16_fallback and precision != "int8":
+    if fp16_fallback and precision != "int8":
         raise ConfigError("--fp16-fallback lets layers left unquantized run in FP16; it only "
                           "applies to --precision int8 (use --precision fp16 for FP16)")
-    target = build_target(args.trt_version, installed_trt)
+    target = build_target(trt_version, installed_trt)
     cache_facts = (read_calibration_cache(cache_path, facts, target and target.version)
                    if cache_path else None)
     if int8_mode == "implicit-calibration-cache":
@@ -395,22 +408,19 @@ def plan_build(args: argparse.Namespace, installed_trt: str | None = None) -> Bu
     # ---- optimisation profile
     max_side_px = None
     if detector:
-        if any(v not in (None, 1) for v in (args.min_batch, args.opt_batch, args.max_batch)):
+        if any(v not in (None, 1) for v in (min_batch, opt_batch, max_batch)):
             raise ConfigError("--detector engines run one frame at a time: leave --min/--opt/"
                               "--max-batch unset (or 1)")
-        max_side_px = args.detect_max_side_px or DEFAULT_DETECT_MAX_SIDE_PX
+        max_side_px = detect_max_side_px or DEFAULT_DETECT_MAX_SIDE_PX
         profiles = detector_profiles(facts, max_side_px)
         static_shapes = False
     else:
-        if args.detect_max_side_px is not None:
+        if detect_max_side_px is not None:
             raise ConfigError("--detect-max-side-px only applies with --detector")
-        low, opt, high = (args.min_batch or 1, args.opt_batch or 1,
-                          args.max_batch or DEFAULT_MAX_BATCH)
+        low, opt, high = min_batch or 1, opt_batch or 1, max_batch or DEFAULT_MAX_BATCH
         profiles, static_shapes = classifier_profiles(facts, card, low, opt, high)
 
     # ---- DLA
-    dla_core = args.dla_core
-    gpu_fallback = not args.no_gpu_fallback
     if dla_core is not None:
         if dla_core < 0:
             raise ConfigError(f"--dla-core must be >= 0 (Orin and Xavier have cores 0 and 1), "
@@ -428,7 +438,7 @@ def plan_build(args: argparse.Namespace, installed_trt: str | None = None) -> Bu
         if gpu_fallback:
             notes.append("GPU fallback is on: layers the DLA cannot run go to the GPU without "
                          "an error; check the TensorRT build log for layer placement")
-    elif args.no_gpu_fallback:
+    elif not gpu_fallback:
         raise ConfigError("--no-gpu-fallback only applies with --dla-core")
 
     # ---- TensorRT compatibility: stop on what the target's parser or builder rejects; with
@@ -443,21 +453,21 @@ def plan_build(args: argparse.Namespace, installed_trt: str | None = None) -> Bu
     notes += [f"TensorRT lint: {f.line(lint_targets)}" for f in findings]
 
     # ---- sizes and files
-    if not 1 <= args.workspace_mib <= 1 << 16:
-        raise ConfigError(f"--workspace-mib must be in [1, 65536], got {args.workspace_mib}")
-    timing_cache = Path(args.timing_cache) if args.timing_cache else None
+    if not 1 <= workspace_mib <= 1 << 16:
+        raise ConfigError(f"--workspace-mib must be in [1, 65536], got {workspace_mib}")
+    timing_cache = Path(timing_cache) if timing_cache else None
     if timing_cache is not None:
         if timing_cache.exists() and not timing_cache.is_file():
             raise ConfigError(f"--timing-cache {timing_cache} exists but is not a file")
         if not timing_cache.parent.is_dir():
             raise ConfigError(f"--timing-cache {timing_cache}: folder {timing_cache.parent} "
                               f"does not exist")
-    if args.device < 0:
-        raise ConfigError(f"--device must be >= 0, got {args.device}")
-    return BuildPlan(facts, card, out, precision, int8_mode, bool(args.fp16_fallback), profiles,
-                     static_shapes, int(args.workspace_mib), dla_core, gpu_fallback, cache_facts,
-                     timing_cache, int(args.device), tuple(notes),
-                     max_side_px, target, args.trt_version)
+    if device < 0:
+        raise ConfigError(f"--device must be >= 0, got {device}")
+    return BuildPlan(facts, card, out, precision, int8_mode, bool(fp16_fallback), profiles,
+                     static_shapes, int(workspace_mib), dla_core, bool(gpu_fallback), cache_facts,
+                     timing_cache, int(device), tuple(notes),
+                     max_side_px, target, trt_version)
 
 
 def write_sidecar(plan: BuildPlan, status: str, **extra) -> Path:
@@ -489,8 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
         "that will run it; writes ENGINE and ENGINE.json (sidecar: model card, flags, versions).")
     parser.add_argument("model", help="the .onnx model (its card.json beside it or embedded)")
     parser.add_argument("--out", required=True, help="engine file to write (.engine)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp16",
-                        help="engine precision (default fp16); int8 needs a Q/DQ model or "
+    parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
+                        help=f"engine precision (default {DEFAULT_PRECISION}); int8 needs a Q/DQ model or "
                              "--calibration-cache")
     parser.add_argument("--calibration-cache", help="TensorRT INT8 calibration cache (implicit "
                                                     "INT8, TensorRT 8.5) for a non-Q/DQ model")
@@ -498,11 +508,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="with int8: let layers without Q/DQ run in FP16 instead of FP32")
     parser.add_argument("--dla-core", type=int, help="run on this DLA core (fp16/int8, fixed "
                                                      "batch)")
-    parser.add_argument("--no-gpu-fallback", action="store_true",
+    parser.add_argument("--no-gpu-fallback", action="store_false", dest="gpu_fallback",
                         help="with --dla-core: fail instead of running unsupported layers on "
                              "the GPU")
-    parser.add_argument("--workspace-mib", type=int, default=1024,
-                        help="builder workspace memory pool limit in MiB (default 1024)")
+    parser.add_argument("--workspace-mib", type=int, default=DEFAULT_WORKSPACE_MIB,
+                        help=f"builder workspace memory pool limit in MiB (default "
+                             f"{DEFAULT_WORKSPACE_MIB})")
     parser.add_argument("--min-batch", type=int, help="smallest batch of faces (default 1)")
     parser.add_argument("--opt-batch", type=int, help="batch TensorRT tunes for (default 1)")
     parser.add_argument("--max-batch", type=int,
@@ -530,7 +541,7 @@ def build_main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     from aue_edge.edge.backends import trt_api
 
-    plan = plan_build(args, trt_api.installed_tensorrt_version())
+    plan = plan_build(**vars(args), installed_trt=trt_api.installed_tensorrt_version())
     print("Equivalent trtexec command:\n  " + shlex.join(plan.trtexec_command()))
     for note in plan.warnings:
         print(f"aue build: warning: {note}", file=sys.stderr)

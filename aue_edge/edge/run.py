@@ -9,7 +9,8 @@ Edge stage, the command-line face of :class:`aue_edge.edge.pipeline.Pipeline`. W
 - annotated output: ``annotated.mp4`` (mp4v) for a video or webcam, ``annotated/NNNNN_name.png``
   per image for images (``--no-annotate`` skips it);
 - ``summary.json``: counts (frames, faces, skipped files and why) and latency per stage;
-- ``latency.png``: the time of each stage per frame, stacked.
+- ``latency.png``: the time of each stage per frame, stacked (needs matplotlib, the ``plots``
+  extra: without it the run skips it with a note in summary.json).
 
 Bad input never stops a stream: an unreadable image in a folder, a damaged video frame or an
 invalid frame is warned about, counted and skipped; a missing or corrupt model stops before the
@@ -29,10 +30,11 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from aue_edge.core.errors import ConfigError, InferenceError, InputImageError
+from aue_edge.core.errors import (ConfigError, InferenceError, InputImageError,
+                                  PlotsUnavailableError)
 from aue_edge.edge.frames import read_image_file, validate_frame
 from aue_edge.edge.outputs import prepare_output_dir, remove_if_empty
-from aue_edge.core.plotting import save_figure
+from aue_edge.core.plotting import pyplot, save_figure
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -277,7 +279,11 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                            f"or a frame the decoder could not read)")
         print(f"warning: {stats.notes[-1]}", file=sys.stderr)
     if stats.frames:
-        plot_latency(stats, out_dir / "latency.png")
+        try:
+            plot_latency(stats, out_dir / "latency.png")
+        except PlotsUnavailableError as exc:   # matplotlib is optional on a robot
+            stats.notes.append(f"latency.png not written: {exc}")
+            print(f"warning: {stats.notes[-1]}", file=sys.stderr)
     summary = {"source": source, "model": str(pipeline.model.path),
                "backend": pipeline.config.backend, **stats.to_json()}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
@@ -286,10 +292,7 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
 
 def plot_latency(stats: RunStats, path: Path) -> Path:
     """Per-frame time of each stage, stacked (where does the frame time go, and when)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     stages = [s for s in ("detect", "align", "infer", "postprocess") if s in stats.timings_ms]
     fig, ax = plt.subplots(figsize=(8, 3.5), dpi=100)

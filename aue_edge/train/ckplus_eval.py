@@ -303,12 +303,9 @@ def _plot_au_bars(names: Sequence[str], series: list[tuple[str, dict[str, Any]]]
                   f1_label: str, legend_columns: int, title: str, path: str | Path) -> Path:
     """Two bar charts, per-AU F1 over per-AU AUC, one bar per ``(label, summary)`` of
     ``series`` (a summary holds ``per_au`` and the ``mean_*`` values, as :func:`_summary`)."""
-    import matplotlib
+    from aue_edge.core.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from aue_edge.core.plotting import save_figure
+    plt = pyplot()
 
     fig, axes = plt.subplots(2, 1, figsize=(max(8, 0.8 * len(names)), 7.5), sharex=True)
     width = 0.8 / len(series)

@@ -102,10 +102,9 @@ def derive_template(paths: list[Path], upscale_px: int, score_threshold: float
 
 
 def plot_template(result: dict, out_png: Path) -> None:
-    import matplotlib
+    from aue_edge.core.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.imshow(result["_mean_face"], cmap="gray", extent=(0, 1, 1, 0))

@@ -65,10 +65,9 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray,
 def plot_confusion_matrix(cm: np.ndarray, labels: Sequence[str], path: str | Path,
                           title: str = "") -> Path:
     """Row-normalised confusion matrix (recall per cell) with counts, saved as PNG."""
-    import matplotlib
+    from aue_edge.core.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     cm = np.asarray(cm)
     rows = cm.sum(axis=1, keepdims=True)

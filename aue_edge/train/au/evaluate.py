@@ -110,10 +110,9 @@ def results_table(fold_scores: dict[str, AuScores], paper: dict[str, float] | No
 def plot_f1_bars(fold_scores: dict[str, AuScores], out_png: str | Path,
                  paper: dict[str, float] | None = None, title: str = "") -> Path:
     """Bar chart of the per-AU F1 (mean over folds, fold range as error bars; paper beside)."""
-    import matplotlib
+    from aue_edge.core.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = next(iter(fold_scores.values())).au_names
     f1 = np.array([s.f1_pct for s in fold_scores.values()])

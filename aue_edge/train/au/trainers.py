@@ -433,10 +433,9 @@ def _plain(value):
 
 def plot_history(history: list[dict], out_png: Path, title: str = "") -> Path:
     """Total loss per step, one colour per stage (a moving average smooths the noise)."""
-    import matplotlib
+    from aue_edge.core.plotting import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
     stages = [h["stage"] for h in history if "loss" in h]
