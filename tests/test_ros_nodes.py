@@ -36,9 +36,10 @@ from rclpy.context import Context  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from aue_edge.edge.image_messages import image_to_bgr  # noqa: E402
 from aue_edge.edge.model_card import ModelCard  # noqa: E402
 from aue_edge.edge.pipeline import DEFAULT_MODEL_DIR  # noqa: E402
-from aue_edge.ros_nodes.conversions import bgr_to_image, image_to_bgr  # noqa: E402
+from aue_edge.ros_nodes.conversions import bgr_to_image  # noqa: E402
 from aue_edge.ros_nodes.probe import PerceptionProbe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
