@@ -160,9 +160,10 @@ class Recording:
     def image_topics(self) -> list[TopicInfo]:
         return [t for t in self.topics.values() if t.msgtype in DECODERS]
 
-    def select_topic(self, requested: str | None) -> TopicInfo:
+    def select_topic(self, requested: str | None, flag: str = "--topic") -> TopicInfo:
         """The topic to read: ``requested``, or the bag's only image topic. Raises ConfigError
-        listing the image topics (and the other topics) when that is not possible."""
+        listing the image topics (and the other topics) when that is not possible; ``flag``:
+        the option that names the topic, for the message."""
         images = self.image_topics
         listing = "; ".join(t.describe() for t in images) or "none"
         others = [t.describe() for t in self.topics.values() if t.msgtype not in DECODERS]
@@ -174,13 +175,13 @@ class Recording:
                 raise ConfigError(f"bag {self.path} has no sensor_msgs/msg/Image or "
                                   f"CompressedImage topic{also or ' (no topic at all)'}")
             raise ConfigError(f"bag {self.path} has {len(images)} image topics; choose one with "
-                              f"--topic: {listing}{also}")
+                              f"{flag}: {listing}{also}")
         topic = self.topics.get(requested)
         if topic is None:
-            raise ConfigError(f"--topic {requested}: no such topic in bag {self.path}; its image "
+            raise ConfigError(f"{flag} {requested}: no such topic in bag {self.path}; its image "
                               f"topics: {listing}{also}")
         if topic.msgtype not in DECODERS:
-            raise ConfigError(f"--topic {requested} is {topic.msgtype}, not an image topic "
+            raise ConfigError(f"{flag} {requested} is {topic.msgtype}, not an image topic "
                               f"(sensor_msgs/msg/Image or CompressedImage); the bag's image "
                               f"topics: {listing}")
         return topic

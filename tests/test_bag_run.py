@@ -71,9 +71,10 @@ def jpeg_image(i: int, bgr: np.ndarray):
     return COMPRESSED(header=header(i), format="jpeg", data=data)
 
 
-def write_bag(path, storage: str, topics: dict, compress: bool = False):
-    """A rosbag2 folder: ``topics`` maps name -> list of messages (one every PERIOD_NS,
-    interleaved across topics in time order)."""
+def write_bag(path, storage: str, topics: dict, compress: bool = False, times_ns=None):
+    """A rosbag2 folder: ``topics`` maps name -> list of messages; message i of each topic is
+    received at ``times_ns[i]`` (default: one every PERIOD_NS from T0_NS)."""
+    times_ns = times_ns or [T0_NS + i * PERIOD_NS for i in range(max(map(len, topics.values())))]
     writer = Writer(path, version=9, storage_plugin=STORAGES[storage])
     if compress:                                      # zstd-compressed MCAP chunks
         writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
@@ -81,10 +82,10 @@ def write_bag(path, storage: str, topics: dict, compress: bool = False):
         connections = {name: writer.add_connection(name, msgs[0].__msgtype__,
                                                    typestore=TYPESTORE)
                        for name, msgs in topics.items()}
-        for i in range(max(len(msgs) for msgs in topics.values())):
+        for i in range(len(times_ns)):
             for name, msgs in topics.items():
                 if i < len(msgs):
-                    writer.write(connections[name], T0_NS + i * PERIOD_NS,
+                    writer.write(connections[name], times_ns[i],
                                  TYPESTORE.serialize_cdr(msgs[i], msgs[i].__msgtype__))
     return path
 
