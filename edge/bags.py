@@ -45,12 +45,16 @@ def rosbags_modules():
         import rosbags.rosbag2
         import rosbags.typesys
     except ImportError:
-        found = f"Python {sys.version_info.major}.{sys.version_info.minor}"
+        if sys.version_info < (3, 10):
+            found = f"{sys.version_info.major}.{sys.version_info.minor}"
+            raise ConfigError(
+                f"reading ROS 2 bags needs the rosbags package, which needs Python >= 3.10; this "
+                f"is Python {found} (JetPack 5): read the bag on a host with Python >= 3.10 "
+                f"(pip install '{ROSBAGS_REQUIREMENT}'), or replay it there with "
+                f"aue-image-source to the robot") from None
         raise ConfigError(
-            f"reading ROS 2 bags needs the rosbags package (pure Python, no ROS install; it "
-            f"needs Python >= 3.10, this is {found}): pip install '{ROSBAGS_REQUIREMENT}' or "
-            f"pip install 'aue_edge[bag]'. On Python 3.8 (JetPack 5), run on a host with "
-            f"Python >= 3.10 instead") from None
+            f"reading ROS 2 bags needs the rosbags package (pure Python, no ROS install): pip "
+            f"install '{ROSBAGS_REQUIREMENT}' or pip install 'aue_edge[bag]'") from None
     return rosbags.rosbag2, rosbags.typesys
 
 
