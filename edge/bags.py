@@ -143,8 +143,8 @@ class Recording:
                                   f"or a bag folder written by 'ros2 bag record'")
         for file in self._files:
             check_storage_file(file)
-        reader = rosbag2.Reader(self.path)
         try:
+            reader = rosbag2.Reader(self.path)
             reader.open()
         except (rosbag2.ReaderError, OSError, ValueError) as exc:
             self.damage = f"rosbags could not open it through its index ({exc})"
@@ -478,6 +478,6 @@ def _salvage_sqlite(path: Path, topic: str | None, notes: list[str]):
                 found += 1
                 yield topic, msgtype, (timestamp, blob)
         last = max((rowid for rowid, _ in candidates), default=0)
-        notes.append(f"{path.name} is damaged: read page by page, {found} messages of {topic} "
-                     f"recovered; {last - len(candidates)} messages (of any topic) before the "
-                     f"last readable one could not be read, and the messages after it are lost")
+        notes.append(f"{path.name} read page by page: {found} messages of {topic} recovered; "
+                     f"{last - len(candidates)} messages (of any topic) before the last readable "
+                     f"one could not be read, and the messages after it, if any, are lost")

@@ -222,8 +222,20 @@ def test_a_cut_off_bag_is_read_as_far_as_it_goes(tmp_path, astronaut_bgr, storag
     assert summary["frames"] == len(lines)
     notes = " | ".join(summary["notes"])
     assert "rosbags could not open it through its index" in notes
-    assert ("is cut off" if storage == "mcap" else "is damaged: read page by page") in notes
-    assert "the messages after it are lost" in notes and "warning: " in err
+    assert ("is cut off" if storage == "mcap" else "read page by page") in notes
+    assert "the messages after it" in notes and "are lost" in notes and "warning: " in err
+
+
+@pytest.mark.parametrize("storage", list(STORAGES))
+def test_a_bag_folder_without_metadata_is_read_from_its_storage_file(camera_bag, storage,
+                                                                     tmp_path, capsys):
+    folder = tmp_path / "no_metadata"         # the recorder died before writing metadata.yaml
+    folder.mkdir()
+    shutil.copy(storage_file(camera_bag[storage]), folder)
+    assert run(folder, tmp_path / "out", "--topic", "/camera/image_raw/compressed") == 0
+    lines = read_jsonl(tmp_path / "out" / "results.jsonl")
+    assert [ln["header_stamp"] for ln in lines] == [expected_stamp(i) for i in range(4)]
+    assert "rosbags could not open it through its index" in capsys.readouterr().err
 
 
 def test_a_broken_message_is_counted_and_the_others_are_read(tmp_path, astronaut_bgr, capsys):
