@@ -11,7 +11,9 @@ Edge stage, the command-line face of :class:`aue_edge.edge.pipeline.Pipeline`. W
 - annotated output: ``annotated.mp4`` (mp4v) for a video or webcam, ``annotated/NNNNN_name.png``
   per image for images (``--no-annotate`` skips it);
 - ``summary.json``: counts (frames, faces, skipped files and why) and latency per stage;
-- ``latency.png``: the time of each stage per frame, stacked.
+- ``latency.png``: the time of each stage per frame, stacked;
+- with ``--out-bag PATH``: the results as aue_msgs messages in a new MCAP bag
+  (:mod:`aue_edge.ros_nodes.result_bag`; needs rclpy and aue_msgs).
 
 Bad input never stops a stream: an unreadable image in a folder, a damaged video frame, a bag
 message that cannot be decoded or an invalid frame is warned about, counted and skipped; a
@@ -206,9 +208,11 @@ def open_capture(kind: str, target) -> cv2.VideoCapture:
 # ---------------------------------------------------------------------------------- run
 def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: bool = True,
                max_frames: int | None = None, fps: float | None = None, sequence: bool = False,
-               progress: bool = True, topic: str | None = None) -> RunStats:
+               progress: bool = True, topic: str | None = None,
+               out_bag: str | Path | None = None) -> RunStats:
     """Run ``pipeline`` over ``source`` (see :func:`parse_source`), writing into ``out_dir``.
-    ``topic``: the image topic of a bag source (default: its only image topic)."""
+    ``topic``: the image topic of a bag source (default: its only image topic); ``out_bag``:
+    also write the results into a new bag there."""
     from tqdm import tqdm
 
     from aue_edge.edge.annotate import annotate
@@ -252,7 +256,13 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
     stopped_by = None
     results_path = out_dir / "results.jsonl"
     labels, au_names = pipeline.emotion_labels, pipeline.au_names
+    result_bag = None
+    if out_bag is not None:
+        from aue_edge.ros_nodes.result_bag import ResultBag
+
+        result_bag = ResultBag(out_bag, labels, au_names, pipeline.au_thresholds)
     bar = tqdm(total=total, unit="frame", desc="aue run", disable=not progress)
+    failed = True
     try:
         with results_path.open("w", encoding="utf-8") as results_file:
             for n_seen, frame in enumerate(frames):
@@ -286,6 +296,8 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                         "faces": [f.to_json(labels, au_names) for f in result.faces],
                         "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}}
                 results_file.write(json.dumps(line) + "\n")
+                if result_bag is not None:
+                    _write_result_bag(result_bag, result, frame)
                 if not annotate_output:
                     continue
                 drawn = annotate(validate_frame(frame.image), result, au_names,
@@ -299,6 +311,7 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                     if drawn.shape[:2] != writer.size_hw:
                         drawn = cv2.resize(drawn, (writer.size_hw[1], writer.size_hw[0]))
                     writer.video.write(drawn)
+        failed = False
     except KeyboardInterrupt as exc:
         # Ctrl-C on a webcam run is the normal way to stop (and SIGTERM, see run_main): keep
         # what was written, close the video so it stays playable, write the summary. The first
@@ -306,6 +319,7 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
         stopped_by = str(exc) or "SIGINT"
         stats.notes.append(f"stopped by {stopped_by} after {n_read} frames")
         tqdm.write(f"{stopped_by}: stopping and writing the summary", file=sys.stderr)
+        failed = False
     finally:
         bar.close()
         if capture is not None:
@@ -314,6 +328,11 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
             writer.video.release()
         if bag is not None:
             bag.close()
+        if result_bag is not None:
+            result_bag.close(keep=not failed)
+    if result_bag is not None:
+        print(f"aue run: wrote {', '.join(f'{n} {t}' for t, n in result_bag.counts.items())} "
+              f"messages to {out_bag}", file=sys.stderr)
     if bag is not None:
         for note in bag.notes:
             stats.notes.append(note)
@@ -331,6 +350,19 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                "backend": pipeline.config.backend, **stats.to_json()}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return stats
+
+
+def _write_result_bag(result_bag, result, frame: Frame) -> None:
+    """The frame's results into ``--out-bag``, with the source message's header (a bag) or
+    the frame's time stamp and frame_id "camera"."""
+    stamp = frame.fields.get("header_stamp")
+    if stamp is not None:
+        sec, nanosec = stamp["sec"], stamp["nanosec"]
+    else:
+        stamp_ns = max(0, round(result.timestamp_s * 1e9))
+        sec, nanosec = divmod(stamp_ns, 10**9)
+    result_bag.write(result, (sec, nanosec), frame.fields.get("frame_id", "camera"),
+                     frame.fields.get("bag_time_ns", sec * 10**9 + nanosec))
 
 
 def plot_latency(stats: RunStats, path: Path) -> Path:
@@ -409,6 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sequence", action="store_true",
                         help="treat a folder of images as consecutive video frames (tracking "
                              "and smoothing across them); default: each image on its own")
+    parser.add_argument("--out-bag", help="also write the results as aue_msgs messages (/faces, "
+                                          "/emotion, /action_units) into a new MCAP bag at this "
+                                          "path (needs rclpy and aue_msgs)")
     parser.add_argument("--no-annotate", action="store_true", help="write results only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -444,6 +479,10 @@ def run_main(argv: list[str]) -> int:
     elif args.topic is not None:
         raise ConfigError(f"--topic is for ROS 2 bag sources (.mcap, .db3, bag folder); "
                           f"--source {args.source} is not a bag")
+    if args.out_bag is not None:
+        from aue_edge.ros_nodes.result_bag import check_out_bag
+
+        check_out_bag(Path(args.out_bag))
     created = prepare_output_dir(args.out, OUTPUT_FILES)
     # SIGTERM (docker stop, systemd) stops a run like Ctrl-C: summary written, video closed.
     _STOP.requested = None
@@ -485,7 +524,8 @@ def _run(args: argparse.Namespace, config) -> int:
               file=sys.stderr)
         stats = run_source(pipeline, args.source, args.out, annotate_output=not args.no_annotate,
                            max_frames=args.max_frames, fps=args.fps, sequence=args.sequence,
-                           progress=not args.no_progress, topic=args.topic)
+                           progress=not args.no_progress, topic=args.topic,
+                           out_bag=args.out_bag)
     elapsed = time.perf_counter() - started
     skipped = (len(stats.unreadable) + len(stats.invalid_frames)
                + len(stats.inference_errors) + len(stats.non_image_files))

@@ -273,3 +273,45 @@ def test_without_rosbags_the_error_says_what_to_install(tmp_path, monkeypatch, c
     err = capsys.readouterr().err
     assert "reading ROS 2 bags needs the rosbags package" in err
     assert "pip install 'rosbags==0.11.9'" in err and not (tmp_path / "out").exists()
+
+
+def test_out_bag_holds_the_results_as_aue_msgs_with_the_source_stamps(camera_bag, tmp_path,
+                                                                      capsys):
+    pytest.importorskip("aue_msgs", reason="aue_msgs is not built: --out-bag NOT tested")
+    from rosbags.highlevel import AnyReader
+
+    out_bag = tmp_path / "results_bag"
+    assert run(camera_bag["sqlite3"], tmp_path / "out", "--topic", "/camera/image_raw",
+               "--out-bag", str(out_bag)) == 0
+    assert "wrote 5 /faces, 5 /emotion, 5 /action_units messages" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "results_bag"]  # no staging
+    lines = read_jsonl(tmp_path / "out" / "results.jsonl")
+    # Read back with nothing but the definitions the bag carries.
+    with AnyReader([out_bag]) as reader:
+        assert {c.topic: (c.msgtype, c.msgcount) for c in reader.connections} == {
+            "/faces": ("aue_msgs/msg/FaceArray", 5), "/emotion": ("aue_msgs/msg/Emotion", 5),
+            "/action_units": ("aue_msgs/msg/ActionUnits", 5)}
+        got = {}
+        for conn, bag_time_ns, raw in reader.messages():
+            got.setdefault(conn.topic, []).append((bag_time_ns,
+                                                   reader.deserialize(raw, conn.msgtype)))
+    for topic, messages in got.items():
+        assert [t for t, _ in messages] == [T0_NS + i * PERIOD_NS for i in range(5)], topic
+        assert [{"sec": m.header.stamp.sec, "nanosec": m.header.stamp.nanosec}
+                for _, m in messages] == [expected_stamp(i) for i in range(5)], topic
+        assert {m.header.frame_id for _, m in messages} == {"head_camera_optical_frame"}
+    for line, (_, faces), (_, emotion), (_, aus) in zip(lines, got["/faces"], got["/emotion"],
+                                                        got["/action_units"]):
+        face = line["faces"][0]
+        assert (faces.image_width, faces.image_height) == (line["width"], line["height"])
+        assert len(faces.faces) == 1 and faces.primary_face_id == face["id"] == emotion.face_id
+        roi = faces.faces[0].roi
+        assert [roi.x_offset, roi.y_offset] == pytest.approx(face["box"][:2], abs=1.0)
+        assert emotion.label == face["emotion"]
+        assert list(aus.names) == list(face["au_probs"])
+        np.testing.assert_allclose(aus.probabilities, list(face["au_probs"].values()),
+                                   atol=1e-4)
+    assert run(camera_bag["sqlite3"], tmp_path / "again", "--topic", "/camera/image_raw",
+               "--out-bag", str(out_bag)) == 2
+    assert f"--out-bag {out_bag} exists" in capsys.readouterr().err
+    assert not (tmp_path / "again").exists()
