@@ -257,13 +257,13 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
     results_path = out_dir / "results.jsonl"
     labels, au_names = pipeline.emotion_labels, pipeline.au_names
     result_bag = None
-    if out_bag is not None:
-        from aue_edge.ros_nodes.result_bag import ResultBag
-
-        result_bag = ResultBag(out_bag, labels, au_names, pipeline.au_thresholds)
     bar = tqdm(total=total, unit="frame", desc="aue run", disable=not progress)
     failed = True
     try:
+        if out_bag is not None:
+            from aue_edge.ros_nodes.result_bag import ResultBag
+
+            result_bag = ResultBag(out_bag, labels, au_names, pipeline.au_thresholds)
         with results_path.open("w", encoding="utf-8") as results_file:
             for n_seen, frame in enumerate(frames):
                 if max_frames is not None and n_seen >= max_frames:

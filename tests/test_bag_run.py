@@ -315,3 +315,24 @@ def test_out_bag_holds_the_results_as_aue_msgs_with_the_source_stamps(camera_bag
                "--out-bag", str(out_bag)) == 2
     assert f"--out-bag {out_bag} exists" in capsys.readouterr().err
     assert not (tmp_path / "again").exists()
+
+
+def test_out_bag_of_a_failed_run_leaves_nothing(camera_bag, tmp_path, monkeypatch):
+    pytest.importorskip("aue_msgs", reason="aue_msgs is not built: --out-bag NOT tested")
+    from aue_edge.edge.pipeline import Pipeline, PipelineConfig
+    from aue_edge.edge.run import run_source
+
+    with Pipeline(PipelineConfig()) as pipeline:
+        process, calls = pipeline.process, []
+
+        def failing(*args, **kwargs):       # an unexpected error on the third frame
+            calls.append(1)
+            if len(calls) == 3:
+                raise RuntimeError("disk on fire")
+            return process(*args, **kwargs)
+
+        monkeypatch.setattr(pipeline, "process", failing)
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            run_source(pipeline, str(camera_bag["mcap"]), tmp_path / "out", progress=False,
+                       topic="/camera/image_raw", out_bag=tmp_path / "results_bag")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]   # no bag, no staging folder
