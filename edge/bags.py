@@ -19,6 +19,7 @@ error saying so.
 """
 from __future__ import annotations
 
+import mmap
 import struct
 import sys
 import zlib
@@ -230,9 +231,9 @@ class Recording:
                  for name, msgtype, _ in _salvage_file(file, None, [])}
         if not found:
             raise InputImageError(f"bag {self.path}: {self.damage}, and no topic could be "
-                                  f"recovered from its storage files; the bag is too damaged "
-                                  f"to read")
-        # Counts of a damaged bag are what could be read, not what was recorded.
+                                  f"recovered from its storage files: not a rosbag2 recording, "
+                                  f"or too damaged to read")
+        # Without the index the message counts are unknown.
         return {name: TopicInfo(name, msgtype, None) for (name, msgtype) in sorted(found)}
 
     def _salvage_messages(self, topic: str) -> Iterator[tuple[int, bytes]]:
@@ -317,8 +318,6 @@ def _salvage_mcap(path: Path, topic: str | None, notes: list[str]):
             name, msgtype = channels.get(channel_id, ("", ""))
             if name == topic:
                 yield name, msgtype, (log_time, body[22:])
-
-    import mmap
 
     with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
         try:
@@ -446,8 +445,6 @@ def _salvage_sqlite(path: Path, topic: str | None, notes: list[str]):
     """Read a damaged rosbag2 sqlite3 file page by page (:class:`_SqlitePages`): rows of its
     ``topics`` table (id, name, type, serialization_format, ...) and ``messages`` table (id,
     topic_id, timestamp, data) are told apart by their columns."""
-    import mmap
-
     with path.open("rb") as file, mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
         pages = _SqlitePages(data)
         topics: dict[int, tuple[str, str]] = {}

@@ -265,6 +265,18 @@ def test_a_file_that_is_not_a_bag_gets_a_clear_error(tmp_path, name, content, me
     assert not (tmp_path / "out").exists()
 
 
+def test_a_sqlite_database_that_is_not_a_bag_gets_a_clear_error(tmp_path, capsys):
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "inventory.db3") as db:
+        db.execute("CREATE TABLE parts (name TEXT, count INTEGER)")
+        db.execute("INSERT INTO parts VALUES ('wheel', 4)")
+    db.close()
+    assert run(tmp_path / "inventory.db3", tmp_path / "out") == 2
+    assert "no topic could be recovered from its storage files: not a rosbag2 recording" in \
+        capsys.readouterr().err
+
+
 def test_without_rosbags_the_error_says_what_to_install(tmp_path, monkeypatch, camera_bag,
                                                        capsys):
     for name in ("rosbags", "rosbags.rosbag2", "rosbags.typesys"):
