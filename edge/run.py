@@ -406,7 +406,8 @@ def _open_writer(path: Path, fps: float, shape: tuple[int, ...]) -> _Writer:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aue run", description="Run face detection, emotion and AU recognition on images, "
-        "a video or a webcam; write results.jsonl, annotated output and summary.json.")
+        "a video, a ROS 2 bag or a webcam; write results.jsonl, annotated output and "
+        "summary.json.")
     parser.add_argument("--source", required=True,
                         help="an image, a folder of images, a video file, a ROS 2 bag (.mcap, "
                              ".db3 or bag folder), or webcam[:N]")
