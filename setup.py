@@ -67,6 +67,9 @@ setup(
         "mediapipe": ["mediapipe==0.10.21", "numpy<2"],
         "dlib": ["dlib-bin==20.0.1.post1", "face-recognition-models==0.3.0"],
         "test": ["pytest>=8", "pytest-benchmark>=4", "scikit-image>=0.21", "matplotlib>=3.7"],
+        # Recorded ROS 2 bags (aue run --source BAG): an offline debugging input, not needed on
+        # the robot; rosbags needs Python >= 3.10 (on 3.8 the bag reader says so).
+        "bag": ["rosbags==0.11.9; python_version >= '3.10'"],
     },
     entry_points={
         "console_scripts": [

@@ -27,7 +27,7 @@ SUBCOMMANDS = {
     "build": ("aue_edge.edge.build", "build_main",
               "build a TensorRT engine for a Jetson from ONNX (needs TensorRT)"),
     "run": ("aue_edge.edge.run", "run_main",
-            "run the per-frame pipeline on images, a video or a webcam"),
+            "run the per-frame pipeline on images, a video, a ROS 2 bag or a webcam"),
     "bench": ("aue_edge.benchmarks.cli", "bench_main",
               "latency benchmarks and reports"),
     "doctor": ("aue_edge.edge.doctor", "doctor_main",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +52,34 @@ def standin_model(tmp_path) -> Path:
     from helpers.standin_model import build_standin_model
 
     return build_standin_model(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def ros_env():
+    """A private ROS graph for the test module: random domain, localhost only, the shared-memory
+    Fast DDS profile; set in this process too (its rclpy context reads them at init)."""
+    values = {"ROS_DOMAIN_ID": str(random.randint(1, 100)),
+              "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
+              "FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "config" / "fastdds_shm.xml"),
+              "PYTHONUNBUFFERED": "1"}
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    yield dict(os.environ)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="module")
+def context(ros_env):
+    """An rclpy context on :func:`ros_env`'s graph (rclpy imported here: the runtime test venvs
+    have no ROS)."""
+    import rclpy
+    from rclpy.context import Context
+
+    ctx = Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)

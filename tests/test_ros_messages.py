@@ -21,9 +21,9 @@ from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from aue_edge.core.errors import ConfigError, InputImageError  # noqa: E402
+from aue_edge.edge.image_messages import compressed_to_bgr, image_to_bgr  # noqa: E402
 from aue_edge.edge.results import FaceResult, FrameResult  # noqa: E402
-from aue_edge.ros_nodes.conversions import (bgr_to_image, compressed_to_bgr,  # noqa: E402
-                                            image_to_bgr)
+from aue_edge.ros_nodes.conversions import bgr_to_image  # noqa: E402
 from aue_edge.ros_nodes.diagnostics import PerceptionStats, diagnostics_msg  # noqa: E402
 from aue_edge.ros_nodes.emotion_listener import EmotionChangeTracker  # noqa: E402
 from aue_edge.ros_nodes.messages import (action_units_msg, emotion_msg,  # noqa: E402
@@ -69,6 +69,20 @@ def test_padded_rows_and_alpha_encodings(astronaut_bgr):
     padded[:, :w * 4] = bgra.reshape(h, -1)
     msg = Image(height=h, width=w, encoding="bgra8", step=w * 4 + 8, data=padded.tobytes())
     np.testing.assert_array_equal(image_to_bgr(msg), crop)
+
+
+@pytest.mark.parametrize("bigendian", [0, 1])
+def test_mono16_either_byte_order_is_scaled_to_8_bit(bigendian):
+    h, w = 6, 5
+    values = np.linspace(0, 65535, h * w).astype(np.uint16).reshape(h, w)
+    rows = np.zeros((h, w + 3), values.dtype.newbyteorder(">" if bigendian else "<"))
+    rows[:, :w] = values                                    # 6 padding bytes per row
+    msg = Image(height=h, width=w, encoding="mono16", is_bigendian=bigendian,
+                step=(w + 3) * 2, data=rows.tobytes())
+    back = image_to_bgr(msg)
+    expected = np.round(values.astype(np.float64) * 255 / 65535).astype(np.uint8)
+    assert back.shape == (h, w, 3) and back[0, 0, 0] == 0 and back[-1, -1, 0] == 255
+    np.testing.assert_array_equal(back, np.repeat(expected[:, :, None], 3, axis=2))
 
 
 @pytest.mark.parametrize("field, value, message", [

@@ -11,8 +11,6 @@ headers, labels from the card, QoS, bad input, shutdown), not the model's accura
 """
 from __future__ import annotations
 
-import os
-import random
 import signal
 import subprocess
 import sys
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.ros import start_node
 from helpers.standin_model import FERPLUS_LABELS, build_standin_model
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
@@ -33,13 +32,13 @@ pytest.importorskip("aue_msgs", reason="aue_msgs is not built: run "
 cv2 = pytest.importorskip("cv2")
 
 from aue_msgs.msg import Emotion  # noqa: E402
-from rclpy.context import Context  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
+from aue_edge.edge.image_messages import image_to_bgr  # noqa: E402
 from aue_edge.edge.model_card import ModelCard  # noqa: E402
 from aue_edge.edge.pipeline import DEFAULT_MODEL_DIR  # noqa: E402
-from aue_edge.ros_nodes.conversions import bgr_to_image, image_to_bgr  # noqa: E402
+from aue_edge.ros_nodes.conversions import bgr_to_image  # noqa: E402
 from aue_edge.ros_nodes.probe import PerceptionProbe  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,38 +54,6 @@ def model_dir(tmp_path_factory) -> Path:
     return directory
 
 
-@pytest.fixture(scope="module")
-def ros_env():
-    """A private ROS graph for this module: random domain, localhost only, SHM profile."""
-    values = {"ROS_DOMAIN_ID": str(random.randint(1, 100)),
-              "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST",
-              "FASTDDS_DEFAULT_PROFILES_FILE": str(REPO / "config" / "fastdds_shm.xml"),
-              "PYTHONUNBUFFERED": "1"}
-    saved = {key: os.environ.get(key) for key in values}
-    os.environ.update(values)          # this process's rclpy context reads them at init
-    yield dict(os.environ)
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
-@pytest.fixture(scope="module")
-def context(ros_env):
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    rclpy.try_shutdown(context=ctx)
-
-
-def _start(module: str, args: list[str], env: dict, log_path: Path,
-           stdout=None) -> subprocess.Popen:
-    log = open(log_path, "w", encoding="utf-8")
-    return subprocess.Popen([sys.executable, "-m", f"aue_edge.ros_nodes.{module}", *args],
-                            env=env, stdout=stdout or log, stderr=log, text=True)
-
-
 def _node_on_own_topics(prefix: str, model_dir: Path, context, ros_env: dict, tmp_path: Path,
                         *params: str):
     """A perception node named ``aue_perception_<prefix>`` on ``/<prefix>/...`` topics (so it
@@ -98,7 +65,7 @@ def _node_on_own_topics(prefix: str, model_dir: Path, context, ros_env: dict, tm
     args += [a for p in params for a in ("-p", p)]
     args += [a for n, t in topics.items() for a in ("-p", f"{n}:={t}")]
     log_path = tmp_path / f"{prefix}.log"
-    process = _start("perception_node", args, ros_env, log_path)
+    process = start_node("perception_node", args, ros_env, log_path)
     probe = PerceptionProbe(
         context=context, image_topic=f"/{prefix}/image", name=f"{prefix}_probe",
         reply_topics={k: f"/{prefix}/{k}" for k in ("emotion", "action_units", "faces")},
@@ -134,7 +101,7 @@ def _stop(process: subprocess.Popen, sig=signal.SIGINT, timeout_s: float = 20.0)
 @pytest.fixture(scope="module")
 def perception(ros_env, model_dir, tmp_path_factory):
     log_path = tmp_path_factory.mktemp("perception") / "perception.log"
-    process = _start("perception_node", [
+    process = start_node("perception_node", [
         "--model-dir", str(model_dir), "--ros-args", "-p", "num_threads:=1",
         "-p", "diagnostics_period_s:=0.5", "-p", "primary_face:=largest"], ros_env, log_path)
     yield process, log_path
@@ -364,7 +331,7 @@ def test_image_source_publishes_a_folder_with_headers(context, ros_env, astronau
     node = rclpy.create_node("source_test", context=context)
     node.create_subscription(Image, "/source_test/image", received.append,
                              qos_profile_sensor_data)
-    process = _start("image_source", [
+    process = start_node("image_source", [
         "--source", str(folder), "--rate-hz", "20", "--topic", "/source_test/image",
         "--frame-id", "test_camera", "--loop", "--max-frames", "6",
         "--wait-for-subscribers", "1"], ros_env, tmp_path / "source.log")
@@ -388,7 +355,7 @@ def test_image_source_publishes_a_folder_with_headers(context, ros_env, astronau
 
 
 def test_emotion_listener_prints_changes(context, ros_env, tmp_path):
-    process = _start("emotion_listener", [], ros_env, tmp_path / "listener.log",
+    process = start_node("emotion_listener", [], ros_env, tmp_path / "listener.log",
                      stdout=subprocess.PIPE)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")),
@@ -447,7 +414,7 @@ def test_lifecycle_without_autostart(context, ros_env, model_dir, astronaut_bgr,
             "-p", "autostart:=false", "-p", "num_threads:=1", "-p", "diagnostics_period_s:=0.3"]
     for name, topic in topics.items():
         args += ["-p", f"{name}:={topic}"]
-    process = _start("perception_node", args, ros_env, tmp_path / "lifecycle.log")
+    process = start_node("perception_node", args, ros_env, tmp_path / "lifecycle.log")
     lc_probe = PerceptionProbe(context=context, image_topic="/lc/image", name="lc_probe",
                                reply_topics={k: f"/lc/{k}" for k in ("emotion", "action_units",
                                                                      "faces")},
@@ -499,7 +466,7 @@ def test_signal_while_frames_stream_exits_cleanly(context, ros_env, model_dir, a
     codes, logs = [], []
     for attempt in range(3):
         log_path = tmp_path / f"sig{attempt}.log"
-        process = _start("perception_node", args, ros_env, log_path)
+        process = start_node("perception_node", args, ros_env, log_path)
         sig_probe = PerceptionProbe(
             context=context, image_topic="/sig/image", name=f"sig_probe{attempt}",
             reply_topics={k: f"/sig/{k}" for k in ("emotion", "action_units", "faces")},
@@ -530,7 +497,7 @@ def test_signal_during_configure_exits_cleanly(context, ros_env, model_dir, tmp_
     status 0, no traceback and no 'configure failed' (nothing failed: it was told to stop)."""
     log_path = tmp_path / "start.log"
     watcher = rclpy.create_node("start_watcher", context=context)
-    process = _start("perception_node", ["--model-dir", str(model_dir), "--ros-args", "-r",
+    process = start_node("perception_node", ["--model-dir", str(model_dir), "--ros-args", "-r",
                                          "__node:=aue_perception_start"], ros_env, log_path)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -623,7 +590,7 @@ def test_4k_frames_arrive_with_the_shipped_profile_and_losses_are_explained(
     args += [a for kind in ("emotion", "action_units", "faces", "diagnostics")
              for a in ("-p", f"{kind}_topic:=/{tag}/{kind}")]
     node_log = tmp_path / "node.log"
-    node = _start("perception_node", args, env, node_log)
+    node = start_node("perception_node", args, env, node_log)
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     arrived: list = []
@@ -640,7 +607,7 @@ def test_4k_frames_arrive_with_the_shipped_profile_and_losses_are_explained(
         while (counter.count_subscribers(f"/{tag}/image") < 2 and node.poll() is None
                and time.monotonic() < deadline):
             executor.spin_once(timeout_sec=0.1)
-        source = _start("image_source", [
+        source = start_node("image_source", [
             "--source", str(folder_4k), "--rate-hz", "10", "--topic", f"/{tag}/image",
             "--loop", "--max-frames", str(frames), "--qos", "sensor_data",
             "--wait-for-subscribers", "2"], env, tmp_path / "source.log")
@@ -697,7 +664,7 @@ def test_malformed_params_file_and_misspelt_parameter(ros_env, model_dir, tmp_pa
     assert str(bad) in result.stderr
     # A misspelt parameter is not silently ignored: the node warns and names the known ones.
     log_path = tmp_path / "misspelt.log"
-    process = _start("perception_node", ["--model-dir", str(model_dir), "--ros-args", "-r",
+    process = start_node("perception_node", ["--model-dir", str(model_dir), "--ros-args", "-r",
                                          "__node:=aue_perception_typo", "-p",
                                          "imgae_topic:=/typo/image"], ros_env, log_path)
     deadline = time.monotonic() + START_TIMEOUT_S

@@ -26,7 +26,8 @@ def bench_decode_ros_image(measure, frames):
     try:
         from builtin_interfaces.msg import Time
 
-        from aue_edge.ros_nodes.conversions import bgr_to_image, image_to_bgr
+        from aue_edge.edge.image_messages import image_to_bgr
+        from aue_edge.ros_nodes.conversions import bgr_to_image
     except ImportError as exc:
         pytest.skip(f"ROS 2 message packages are not importable ({exc}): sensor_msgs/Image -> "
                     f"numpy conversion NOT benchmarked")

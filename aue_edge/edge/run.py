@@ -1,20 +1,25 @@
-"""``aue run``: the per-frame pipeline on an image, a folder of images, a video or a webcam.
+"""``aue run``: the per-frame pipeline on an image, a folder of images, a video, a recorded ROS 2
+bag or a webcam.
 
 Edge stage, the command-line face of :class:`aue_edge.edge.pipeline.Pipeline`. Writes to
 ``--out DIR``:
 
 - ``results.jsonl``: one JSON object per frame (frame index, time stamp, source, size, faces
   with box, ID, landmarks, emotion label + probabilities, AU probabilities + active AUs,
-  per-stage timings in ms);
+  per-stage timings in ms); for a bag also the message's ``header_stamp`` (sec, nanosec),
+  ``frame_id`` and ``bag_time_ns`` (when the recorder received it);
 - annotated output: ``annotated.mp4`` (mp4v) for a video or webcam, ``annotated/NNNNN_name.png``
   per image for images (``--no-annotate`` skips it);
 - ``summary.json``: counts (frames, faces, skipped files and why) and latency per stage;
 - ``latency.png``: the time of each stage per frame, stacked (needs matplotlib, the ``plots``
-  extra: without it the run skips it with a note in summary.json).
+  extra: without it the run skips it with a note in summary.json);
+- with ``--out-bag PATH``: the results as aue_msgs messages in a new MCAP bag
+  (:mod:`aue_edge.ros_nodes.result_bag`; needs rclpy and aue_msgs).
 
-Bad input never stops a stream: an unreadable image in a folder, a damaged video frame or an
-invalid frame is warned about, counted and skipped; a missing or corrupt model stops before the
-first frame with an error saying what to do.
+Bad input never stops a stream: an unreadable image in a folder, a damaged video frame, a bag
+message that cannot be decoded or an invalid frame is warned about, counted and skipped; a
+truncated video or bag is read as far as it goes and says so; a missing or corrupt model
+stops before the first frame with an error saying what to do.
 """
 from __future__ import annotations
 
@@ -32,6 +37,7 @@ import numpy as np
 
 from aue_edge.core.errors import (ConfigError, InferenceError, InputImageError,
                                   PlotsUnavailableError)
+from aue_edge.edge.bags import Recording, is_bag
 from aue_edge.edge.frames import read_image_file, validate_frame
 from aue_edge.edge.outputs import prepare_output_dir, remove_if_empty
 from aue_edge.core.plotting import pyplot, save_figure
@@ -103,15 +109,18 @@ class RunStats:
 
 @dataclass(frozen=True)
 class Frame:
-    image: np.ndarray | None   # None: unreadable (name says which)
+    image: np.ndarray | None   # None: unreadable (name says which, error why when known)
     name: str
     index: int                 # position in the source (video frame number, image order)
     timestamp_s: float
+    error: str | None = None
+    fields: dict = field(default_factory=dict)   # source-specific fields of its results line
 
 
 # ---------------------------------------------------------------------------------- sources
 def parse_source(source: str) -> tuple[str, object]:
-    """("webcam", index) | ("images", [paths]) | ("video", path) for a --source value."""
+    """("webcam", index) | ("images", [paths]) | ("video", path) | ("bag", path) for a
+    --source value."""
     if source == "webcam" or source.startswith("webcam:"):
         index_text = source.partition(":")[2] or "0"
         if not index_text.isdigit():
@@ -119,11 +128,13 @@ def parse_source(source: str) -> tuple[str, object]:
                               f"index (0, 1, ...)")
         return "webcam", int(index_text)
     path = Path(source)
+    if path.exists() and is_bag(path):
+        return "bag", path
     if path.is_dir():
         return "images", sorted(p for p in path.iterdir() if p.is_file())
     if not path.is_file():
         raise InputImageError(f"--source {source}: no such file or folder (expected an image, a "
-                              f"video, a folder of images, or webcam[:N])")
+                              f"video, a folder of images, a ROS 2 bag, or webcam[:N])")
     if path.suffix.lower() in VIDEO_SUFFIXES:
         return "video", path
     return "images", [path]
@@ -162,6 +173,29 @@ def iter_capture(capture: cv2.VideoCapture, name: str, fps: float, max_frames: i
         index += 1
 
 
+def iter_bag(bag: Recording, topic) -> Iterator[Frame]:
+    """The image messages of ``topic``, time stamped with their header stamps."""
+    for message in bag.frames(topic):
+        fields = {"bag_time_ns": message.bag_time_ns}
+        if message.stamp is not None:
+            fields = {"header_stamp": {"sec": message.stamp[0], "nanosec": message.stamp[1]},
+                      "frame_id": message.frame_id, **fields}
+        yield Frame(message.image, f"{topic.name}#{message.index}", message.index,
+                    message.time_s, message.error, fields)
+
+
+def open_bag(path: Path, topic: str | None) -> tuple[Recording, object]:
+    """The bag at ``path`` and its image topic (``topic``, or its only one); ConfigError with
+    the list of image topics when that is not possible."""
+    bag = Recording(path)
+    try:
+        chosen = bag.select_topic(topic)
+    except BaseException:
+        bag.close()
+        raise
+    return bag, chosen
+
+
 def open_capture(kind: str, target) -> cv2.VideoCapture:
     capture = cv2.VideoCapture(int(target) if kind == "webcam" else str(target))
     if not capture.isOpened():
@@ -176,8 +210,11 @@ def open_capture(kind: str, target) -> cv2.VideoCapture:
 # ---------------------------------------------------------------------------------- run
 def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: bool = True,
                max_frames: int | None = None, fps: float | None = None, sequence: bool = False,
-               progress: bool = True) -> RunStats:
-    """Run ``pipeline`` over ``source`` (see :func:`parse_source`), writing into ``out_dir``."""
+               progress: bool = True, topic: str | None = None,
+               out_bag: str | Path | None = None) -> RunStats:
+    """Run ``pipeline`` over ``source`` (see :func:`parse_source`), writing into ``out_dir``.
+    ``topic``: the image topic of a bag source (default: its only image topic); ``out_bag``:
+    also write the results into a new bag there."""
     from tqdm import tqdm
 
     from aue_edge.edge.annotate import annotate
@@ -186,9 +223,17 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
     out_dir.mkdir(parents=True, exist_ok=True)
     kind, target = parse_source(source)
     stats = RunStats()
-    capture = writer = None
+    capture = writer = bag = None
     total = None
-    if kind == "images":
+    if kind == "bag":
+        bag, chosen = open_bag(target, topic)
+        how = "" if topic else ", its only image topic"
+        print(f"aue run: reading {chosen.describe()} from {target}{how}", file=sys.stderr)
+        frames = iter_bag(bag, chosen)
+        total = min(chosen.count, max_frames) if chosen.count and max_frames else chosen.count
+        fps = fps or DEFAULT_FPS     # only the annotated video's rate: frames keep their stamps
+        independent = False
+    elif kind == "images":
         frames = iter_images(target, fps or DEFAULT_FPS, stats)
         total = sum(p.suffix.lower() in IMAGE_SUFFIXES for p in target)
         if max_frames is not None:
@@ -213,8 +258,14 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
     stopped_by = None
     results_path = out_dir / "results.jsonl"
     labels, au_names = pipeline.emotion_labels, pipeline.au_names
+    result_bag = None
     bar = tqdm(total=total, unit="frame", desc="aue run", disable=not progress)
+    failed = True
     try:
+        if out_bag is not None:
+            from aue_edge.ros_nodes.result_bag import ResultBag
+
+            result_bag = ResultBag(out_bag, labels, au_names, pipeline.au_thresholds)
         with results_path.open("w", encoding="utf-8") as results_file:
             for n_seen, frame in enumerate(frames):
                 if max_frames is not None and n_seen >= max_frames:
@@ -226,8 +277,8 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                 if frame.image is None:
                     stats.unreadable.append(frame.name)
                     what = "an image OpenCV can decode" if kind == "images" else "decodable"
-                    tqdm.write(f"warning: {frame.name}: unreadable (not {what}); skipped",
-                               file=sys.stderr)
+                    tqdm.write(f"warning: {frame.name}: unreadable ({frame.error or 'not ' + what}"
+                               f"); skipped", file=sys.stderr)
                     continue
                 if independent:
                     pipeline.reset()
@@ -243,9 +294,12 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                 line = {"frame_index": frame.index,
                         "timestamp_s": round(result.timestamp_s, 6), "source": frame.name,
                         "width": result.width, "height": result.height,
+                        **frame.fields,
                         "faces": [f.to_json(labels, au_names) for f in result.faces],
                         "timings_ms": {k: round(v, 3) for k, v in result.timings_ms.items()}}
                 results_file.write(json.dumps(line) + "\n")
+                if result_bag is not None:
+                    _write_result_bag(result_bag, result, frame)
                 if not annotate_output:
                     continue
                 drawn = annotate(validate_frame(frame.image), result, au_names,
@@ -259,6 +313,7 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
                     if drawn.shape[:2] != writer.size_hw:
                         drawn = cv2.resize(drawn, (writer.size_hw[1], writer.size_hw[0]))
                     writer.video.write(drawn)
+        failed = False
     except KeyboardInterrupt as exc:
         # Ctrl-C on a webcam run is the normal way to stop (and SIGTERM, see run_main): keep
         # what was written, close the video so it stays playable, write the summary. The first
@@ -266,16 +321,28 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
         stopped_by = str(exc) or "SIGINT"
         stats.notes.append(f"stopped by {stopped_by} after {n_read} frames")
         tqdm.write(f"{stopped_by}: stopping and writing the summary", file=sys.stderr)
+        failed = False
     finally:
         bar.close()
         if capture is not None:
             capture.release()
         if writer is not None:
             writer.video.release()
-    if kind == "video" and total and n_read < total and stopped_by is None:
+        if bag is not None:
+            bag.close()
+        if result_bag is not None:
+            result_bag.close(keep=not failed)
+    if result_bag is not None:
+        print(f"aue run: wrote {', '.join(f'{n} {t}' for t, n in result_bag.counts.items())} "
+              f"messages to {out_bag}", file=sys.stderr)
+    if bag is not None:
+        for note in bag.notes:
+            stats.notes.append(note)
+            print(f"warning: {note}", file=sys.stderr)
+    if kind in ("video", "bag") and total and n_read < total and stopped_by is None:
         # A long damaged stretch ends the read loop like the end of the file (or the container
         # overstates its frame count); say so instead of pretending the video was shorter.
-        stats.notes.append(f"the video ended after {n_read} of {total} frames (truncated file "
+        stats.notes.append(f"the {kind} ended after {n_read} of {total} frames (truncated file "
                            f"or a frame the decoder could not read)")
         print(f"warning: {stats.notes[-1]}", file=sys.stderr)
     if stats.frames:
@@ -284,10 +351,24 @@ def run_source(pipeline, source: str, out_dir: str | Path, *, annotate_output: b
         except PlotsUnavailableError as exc:   # matplotlib is optional on a robot
             stats.notes.append(f"latency.png not written: {exc}")
             print(f"warning: {stats.notes[-1]}", file=sys.stderr)
-    summary = {"source": source, "model": str(pipeline.model.path),
+    summary = {"source": source, **({"topic": chosen.name} if bag is not None else {}),
+               "model": str(pipeline.model.path),
                "backend": pipeline.config.backend, **stats.to_json()}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return stats
+
+
+def _write_result_bag(result_bag, result, frame: Frame) -> None:
+    """The frame's results into ``--out-bag``, with the source message's header (a bag) or
+    the frame's time stamp and frame_id "camera"."""
+    stamp = frame.fields.get("header_stamp")
+    if stamp is not None:
+        sec, nanosec = stamp["sec"], stamp["nanosec"]
+    else:
+        stamp_ns = max(0, round(result.timestamp_s * 1e9))
+        sec, nanosec = divmod(stamp_ns, 10**9)
+    result_bag.write(result, (sec, nanosec), frame.fields.get("frame_id", "camera"),
+                     frame.fields.get("bag_time_ns", sec * 10**9 + nanosec))
 
 
 def plot_latency(stats: RunStats, path: Path) -> Path:
@@ -328,9 +409,13 @@ def _open_writer(path: Path, fps: float, shape: tuple[int, ...]) -> _Writer:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aue run", description="Run face detection, emotion and AU recognition on images, "
-        "a video or a webcam; write results.jsonl, annotated output and summary.json.")
+        "a video, a ROS 2 bag or a webcam; write results.jsonl, annotated output and "
+        "summary.json.")
     parser.add_argument("--source", required=True,
-                        help="an image, a folder of images, a video file, or webcam[:N]")
+                        help="an image, a folder of images, a video file, a ROS 2 bag (.mcap, "
+                             ".db3 or bag folder), or webcam[:N]")
+    parser.add_argument("--topic", help="bag sources: the sensor_msgs/Image or CompressedImage "
+                                        "topic to read (default: the bag's only image topic)")
     parser.add_argument("--out", required=True, help="output folder (created)")
     parser.add_argument("--config", help="pipeline YAML (default: built-in defaults, see "
                                          "config/pipeline.yaml)")
@@ -360,6 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sequence", action="store_true",
                         help="treat a folder of images as consecutive video frames (tracking "
                              "and smoothing across them); default: each image on its own")
+    parser.add_argument("--out-bag", help="also write the results as aue_msgs messages (/faces, "
+                                          "/emotion, /action_units) into a new MCAP bag at this "
+                                          "path (needs rclpy and aue_msgs)")
     parser.add_argument("--no-annotate", action="store_true", help="write results only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
@@ -389,7 +477,16 @@ def run_main(argv: list[str]) -> int:
         raise ConfigError(f"--fps must be > 0, got {args.fps}")
 
     config = config_from_args(args)
-    parse_source(args.source)  # bad --source or --out fails before the model loads
+    kind, target = parse_source(args.source)  # bad --source or --out fails before the model loads
+    if kind == "bag":
+        open_bag(target, args.topic)[0].close()
+    elif args.topic is not None:
+        raise ConfigError(f"--topic is for ROS 2 bag sources (.mcap, .db3, bag folder); "
+                          f"--source {args.source} is not a bag")
+    if args.out_bag is not None:
+        from aue_edge.ros_nodes.result_bag import check_out_bag
+
+        check_out_bag(Path(args.out_bag))
     created = prepare_output_dir(args.out, OUTPUT_FILES)
     # SIGTERM (docker stop, systemd) stops a run like Ctrl-C: summary written, video closed.
     _STOP.requested = None
@@ -431,7 +528,8 @@ def _run(args: argparse.Namespace, config) -> int:
               file=sys.stderr)
         stats = run_source(pipeline, args.source, args.out, annotate_output=not args.no_annotate,
                            max_frames=args.max_frames, fps=args.fps, sequence=args.sequence,
-                           progress=not args.no_progress)
+                           progress=not args.no_progress, topic=args.topic,
+                           out_bag=args.out_bag)
     elapsed = time.perf_counter() - started
     skipped = (len(stats.unreadable) + len(stats.invalid_frames)
                + len(stats.inference_errors) + len(stats.non_image_files))

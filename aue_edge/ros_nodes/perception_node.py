@@ -46,10 +46,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from aue_edge.edge.annotate import annotate
 from aue_edge.edge.backends.factory import BACKEND_KINDS
 from aue_edge.core.errors import AueError, ConfigError, InferenceError, InputImageError
+from aue_edge.edge.image_messages import compressed_to_bgr, image_to_bgr
 from aue_edge.edge.pipeline import Pipeline, PipelineConfig, resolve_model_file
 from aue_edge.edge.smoothing import SMOOTHING_METHODS
-from aue_edge.ros_nodes.conversions import (bgr_to_image, compressed_to_bgr, image_to_bgr,
-                                            stamp_to_seconds)
+from aue_edge.ros_nodes.conversions import bgr_to_image, stamp_to_seconds
 from aue_edge.ros_nodes.diagnostics import (PerceptionStats, diagnostics_msg, drop_reason,
                                             shm_segment_bytes)
 from aue_edge.ros_nodes.messages import (PRIMARY_FACE_RULES, action_units_msg, emotion_msg,

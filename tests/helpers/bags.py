@@ -1,0 +1,73 @@
+"""ROS 2 bags written with rosbags for the tests (no ROS install): astronaut frames as Image
+and CompressedImage messages with known header stamps and receive times."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from rosbags.rosbag2 import CompressionFormat, CompressionMode, StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
+TYPESTORE = get_typestore(Stores.ROS2_JAZZY)
+IMAGE = TYPESTORE.types["sensor_msgs/msg/Image"]
+COMPRESSED = TYPESTORE.types["sensor_msgs/msg/CompressedImage"]
+STRING = TYPESTORE.types["std_msgs/msg/String"]
+HEADER = TYPESTORE.types["std_msgs/msg/Header"]
+TIME = TYPESTORE.types["builtin_interfaces/msg/Time"]
+STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+T0_NS = 1_700_000_000_000_000_000       # bag receive time of the first message
+PERIOD_NS = 50_000_000                  # 20 Hz
+LATENCY_NS = 23_000_000                 # header stamp = receive time - 23 ms (camera latency)
+
+def header(i: int) -> object:
+    stamp_ns = T0_NS + i * PERIOD_NS - LATENCY_NS
+    return HEADER(stamp=TIME(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9),
+                  frame_id="head_camera_optical_frame")
+
+
+def expected_stamp(i: int) -> dict:
+    stamp_ns = T0_NS + i * PERIOD_NS - LATENCY_NS
+    return {"sec": stamp_ns // 10**9, "nanosec": stamp_ns % 10**9}
+
+
+def raw_image(i: int, bgr: np.ndarray, encoding: str = "bgr8"):
+    if encoding == "mono16":
+        pixels = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).astype(">u2") * 257   # big endian
+    else:
+        code = {"bgr8": None, "rgb8": cv2.COLOR_BGR2RGB, "mono8": cv2.COLOR_BGR2GRAY,
+                "bgra8": cv2.COLOR_BGR2BGRA, "rgba8": cv2.COLOR_BGR2RGBA,
+                "16UC1": cv2.COLOR_BGR2GRAY}[encoding]
+        pixels = bgr if code is None else cv2.cvtColor(bgr, code)
+        if encoding == "16UC1":
+            pixels = pixels.astype("<u2")
+    pixels = np.ascontiguousarray(pixels)
+    return IMAGE(header=header(i), height=pixels.shape[0], width=pixels.shape[1],
+                 encoding=encoding, is_bigendian=int(encoding == "mono16"),
+                 step=pixels.strides[0], data=pixels.view(np.uint8).reshape(-1))
+
+
+def jpeg_image(i: int, bgr: np.ndarray):
+    data = cv2.imencode(".jpg", bgr)[1].reshape(-1)
+    return COMPRESSED(header=header(i), format="jpeg", data=data)
+
+
+def write_bag(path, storage: str, topics: dict, compress: bool = False, times_ns=None):
+    """A rosbag2 folder: ``topics`` maps name -> list of messages; message i of each topic is
+    received at ``times_ns[i]`` (default: one every PERIOD_NS from T0_NS)."""
+    times_ns = times_ns or [T0_NS + i * PERIOD_NS for i in range(max(map(len, topics.values())))]
+    writer = Writer(path, version=9, storage_plugin=STORAGES[storage])
+    if compress:                                      # zstd-compressed MCAP chunks
+        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
+    with writer:
+        connections = {name: writer.add_connection(name, msgs[0].__msgtype__,
+                                                   typestore=TYPESTORE)
+                       for name, msgs in topics.items()}
+        for i in range(len(times_ns)):
+            for name, msgs in topics.items():
+                if i < len(msgs):
+                    writer.write(connections[name], times_ns[i],
+                                 TYPESTORE.serialize_cdr(msgs[i], msgs[i].__msgtype__))
+    return path
+
+
+def storage_file(bag):
+    return next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
