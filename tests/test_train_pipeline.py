@@ -21,17 +21,6 @@ from aue_edge.train.runtime import load_checkpoint, read_checkpoint, save_checkp
 torch.set_num_threads(1)  # the host is shared; more threads only spin
 
 
-@pytest.fixture(scope="module")
-def packed_small(ferplus_root, tmp_path_factory):
-    """64 real FER+ valid images as 'train' and 32 test images as 'valid', packed once so the
-    training runs below do not re-read the PNG folders (the reader has its own tests)."""
-    data = trainer.DataConfig(root=str(ferplus_root))
-    splits = {"train": trainer.load_split_arrays(data, "valid", limit=64, progress=False),
-              "valid": trainer.load_split_arrays(data, "test", limit=32, progress=False)}
-    return trainer.pack_arrays(tmp_path_factory.mktemp("packed") / "small.npz", splits,
-                               compress=False)
-
-
 def tiny_config(packed, out_dir, **overrides) -> trainer.TrainConfig:
     raw = {
         "model": "aue_crl_cpu_tiny",

@@ -19,9 +19,10 @@ L_e = CE + alpha (l_p + l_n). Frozen modules run in eval mode (their BN statisti
 dropout off). Each stage starts from the previous stage's best checkpoint. Model selection uses
 the validation split only; ``aue evaluate`` reports the test split.
 
-Multi-GPU: started with ``torchrun --nproc_per_node=K -m aue_edge.cli train CONFIG``, each rank
-takes its share of every batch and gradients are all-reduced (DDP). This path has not been
-executed on this project's machines (one GPU at most); single-GPU and CPU runs have.
+Several processes: started with ``torchrun --nproc_per_node=K -m aue_edge.cli train CONFIG``,
+each rank takes its share of every batch, gradients and logged losses are averaged over the
+ranks (DDP), rank 0 validates and writes. ``tests/test_ddp.py`` runs it on the CPU (Gloo); it
+has not been executed on several GPUs (NCCL).
 """
 from __future__ import annotations
 
@@ -344,14 +345,15 @@ class DistInfo:
 
 
 def setup_distributed(device_request: str) -> tuple[torch.device, DistInfo]:
-    """Single process unless started by torchrun (WORLD_SIZE > 1): then NCCL/Gloo DDP."""
+    """Single process unless started by torchrun (WORLD_SIZE > 1): then DDP, NCCL on one GPU
+    per rank, or Gloo on the CPU (no GPU, or ``device: cpu``)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return select_device(device_request), DistInfo()
     import torch.distributed as dist
 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
+    if device_request != "cpu" and torch.cuda.is_available():
         torch.cuda.set_device(local_rank)
         device = torch.device("cuda", local_rank)
         backend = "nccl"
@@ -362,12 +364,32 @@ def setup_distributed(device_request: str) -> tuple[torch.device, DistInfo]:
     return device, DistInfo(dist.get_rank(), dist.get_world_size())
 
 
+def mean_over_ranks(values: dict[str, float], dist_info: DistInfo) -> dict[str, float]:
+    """Each key's mean over the ranks (every rank holds the same keys); as is on one process."""
+    if dist_info.world_size <= 1 or not values:
+        return values
+    keys = sorted(values)
+    total = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    torch.distributed.all_reduce(total)
+    return {k: float(v) / dist_info.world_size for k, v in zip(keys, total.tolist())}
+
+
+def from_main(value: Any, dist_info: DistInfo) -> Any:
+    """Rank 0's ``value`` on every rank (a picklable object; other ranks pass None)."""
+    if dist_info.world_size <= 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 def iterate_batches(num_items: int, batch_size: int, generator: torch.Generator,
                     device: torch.device, dist_info: DistInfo = DistInfo()
                     ) -> Iterator[torch.Tensor]:
     """Shuffled index batches; the last incomplete batch is dropped (BatchNorm needs > 1).
 
-    Under DDP every rank draws the same permutation (same seed) and takes its slice.
+    Under DDP every rank draws the same permutation (same seed) and takes its slice of each
+    batch, so the ranks together see every item of the full batches once per epoch.
     """
     perm = torch.randperm(num_items, generator=generator).to(device)
     per_rank = batch_size // dist_info.world_size
@@ -466,8 +488,10 @@ def run_epochs(*, model: torch.nn.Module, model_name: str, optimizer: torch.opti
             count += 1
             for key, value in logs.items():
                 sums[key] = sums.get(key, 0.0) + value
-        train_logs = {k: v / max(1, count) for k, v in sums.items()}
-        score, val_metrics = validate()
+        train_logs = mean_over_ranks({k: v / max(1, count) for k, v in sums.items()},
+                                     dist_info)
+        # Rank 0 validates (the ranks hold the same weights) and every rank takes its verdict.
+        score, val_metrics = from_main(validate() if dist_info.is_main else None, dist_info)
         improved = score > best_score
         best_score = max(best_score, score)
         record = {"epoch": epoch + 1, "train": train_logs, "val": val_metrics,
@@ -654,6 +678,10 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device, dist_info = setup_distributed(cfg.device)
+    if cfg.batch_size % dist_info.world_size:
+        raise ConfigError(f"batch_size {cfg.batch_size} is the batch over all "
+                          f"{dist_info.world_size} processes and must divide evenly among them; "
+                          f"set a multiple of {dist_info.world_size}")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -716,7 +744,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
     val_images = torch.from_numpy(val_arr.images)
     augment = GpuAugment(cfg.augment, size_px, mean, std)
     generator = torch.Generator().manual_seed(cfg.seed)
-    aug_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    # Each rank warps its own share of a batch: its own augmentation stream.
+    aug_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1 + dist_info.rank)
     extra = {"train_config": cfg.to_dict(),
              "card": card_fields(cfg, model, train_arr, ck, inherited_ckplus)}
     if model.cfg.branches == "full":
@@ -733,11 +762,13 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
               f"val {len(val_arr.labels)} images on {device}", flush=True)
 
     def with_ckplus(idx: torch.Tensor, fraction: float) -> torch.Tensor:
-        """A FER+ batch plus ``fraction`` of a batch of CK+ faces drawn at random."""
+        """A FER+ batch plus ``fraction`` of a batch of CK+ faces drawn at random (under DDP
+        every rank draws the same faces and takes its share of them)."""
         count = round(fraction * cfg.batch_size)
         if not ck or count == 0:
             return idx
         pick = torch.randint(len(ck_index), (count,), generator=generator)
+        pick = torch.tensor_split(pick, dist_info.world_size)[dist_info.rank]
         return torch.cat([idx, ck_index[pick.to(device)]])
 
     def batch_inputs(idx: torch.Tensor) -> torch.Tensor:
@@ -771,8 +802,10 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
         optimizer = make_optimizer(params, st)
         train_model = model
         if dist_info.world_size > 1:
+            # The mean-attention ablation leaves stage 3's attention modules out of the forward.
             train_model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=stage == 3 and model.cfg.attention == "mean")
 
         if stage == 1:
             targets = (torch.from_numpy(train_arr.probs).to(device)
@@ -905,4 +938,6 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
         print(f"done in {report['train_seconds']} s: val accuracy "
               f"{val_report['accuracy']:.4f}, mean class accuracy "
               f"{val_report['mean_class_accuracy']:.4f}; model {out_dir / 'model.pt'}")
+    if dist_info.world_size > 1:
+        torch.distributed.destroy_process_group()
     return report
