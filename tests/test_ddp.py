@@ -12,6 +12,9 @@ import torch
 import yaml
 
 from aue_edge.train import trainer
+from aue_edge.train.config import load_config
+from aue_edge.train.distributed import DistInfo
+from aue_edge.train.loop import iterate_batches
 from aue_edge.train.runtime import load_checkpoint, read_checkpoint
 
 torch.set_num_threads(1)  # the host is shared; more threads only spin
@@ -72,7 +75,7 @@ def test_ddp_matches_one_process_with_the_same_global_batch(ddp_run, tmp_path):
     flags = ["--stage", "3", "--init", str(start), "--set", "model_options.attention=mean"]
     proc = torchrun(str(config), *flags, "--out-dir", str(tmp_path / "ddp"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    single_cfg = trainer.load_config(config, {"stages": [3], "out_dir": str(tmp_path / "one"),
+    single_cfg = load_config(config, {"stages": [3], "out_dir": str(tmp_path / "one"),
                                               "model_options": {"attention": "mean"}})
     single = trainer.train(single_cfg, init_checkpoint=str(start), progress=False)
 
@@ -104,10 +107,10 @@ def test_batch_size_must_split_evenly_over_the_processes(ddp_run, tmp_path):
 @pytest.mark.parametrize("num_items,world", [(40, 2), (43, 2), (48, 4)])
 def test_rank_shards_cover_each_batch_exactly_once(num_items, world):
     batch, device = 8, torch.device("cpu")
-    single = list(trainer.iterate_batches(num_items, batch, torch.Generator().manual_seed(3),
+    single = list(iterate_batches(num_items, batch, torch.Generator().manual_seed(3),
                                           device))
-    shards = [list(trainer.iterate_batches(num_items, batch, torch.Generator().manual_seed(3),
-                                           device, trainer.DistInfo(rank, world)))
+    shards = [list(iterate_batches(num_items, batch, torch.Generator().manual_seed(3),
+                                           device, DistInfo(rank, world)))
               for rank in range(world)]
     assert all(len(s) == len(single) == num_items // batch for s in shards)
     for step, whole in enumerate(single):

@@ -14,14 +14,18 @@ from aue_edge.edge.errors import ConfigError, DatasetError, ModelFileError
 from aue_edge.edge.model_card import card_from_onnx
 from aue_edge.edge.preprocess import to_model_input
 from aue_edge.train import trainer
+from aue_edge.train.arrays import SplitArrays, load_split_arrays, pack_arrays, read_packed
 from aue_edge.train.augment import AugmentConfig, GpuAugment, preprocess
+from aue_edge.train.config import (IMAGENET_MEAN, IMAGENET_STD, DataConfig, TrainConfig,
+                                   config_from_dict, load_config)
+from aue_edge.train.loop import predict_arrays
 from aue_edge.train.metrics import au_pseudo_label_stats, classification_report
 from aue_edge.train.runtime import load_checkpoint, read_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)  # the host is shared; more threads only spin
 
 
-def tiny_config(packed, out_dir, **overrides) -> trainer.TrainConfig:
+def tiny_config(packed, out_dir, **overrides) -> TrainConfig:
     raw = {
         "model": "aue_crl_cpu_tiny",
         "data": {"packed": str(packed)},
@@ -30,7 +34,7 @@ def tiny_config(packed, out_dir, **overrides) -> trainer.TrainConfig:
         "batch_size": 32, "eval_batch_size": 64, "device": "cpu", "out_dir": str(out_dir),
     }
     raw.update(overrides)
-    return trainer.config_from_dict(raw, "test")
+    return config_from_dict(raw, "test")
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +86,12 @@ def test_resume_continues_from_last_epoch(trained, packed_small, tmp_path):
 def test_loss_decreases_on_real_faces(packed_small):
     from aue_edge.train.models import create_model
 
-    arrays = trainer.load_split_arrays(
-        trainer.DataConfig(packed=str(packed_small)), "train", limit=32, progress=False)
+    arrays = load_split_arrays(
+        DataConfig(packed=str(packed_small)), "train", limit=32, progress=False)
     torch.manual_seed(0)
     model = create_model("aue_crl_cpu_tiny")
-    x = preprocess(torch.from_numpy(arrays.images), (64, 64), trainer.IMAGENET_MEAN,
-                   trainer.IMAGENET_STD)
+    x = preprocess(torch.from_numpy(arrays.images), (64, 64), IMAGENET_MEAN,
+                   IMAGENET_STD)
     y = torch.from_numpy(arrays.labels)
     opt = torch.optim.SGD(model.stage_parameters(1), lr=0.05, momentum=0.9)
     losses = []
@@ -181,12 +185,12 @@ def test_aue_evaluate_json_checkpoint_and_onnx(trained, exported, ferplus_root, 
 
 
 def test_preprocess_matches_edge_to_model_input(packed_small):
-    arrays = trainer.load_split_arrays(trainer.DataConfig(packed=str(packed_small)), "train",
+    arrays = load_split_arrays(DataConfig(packed=str(packed_small)), "train",
                                        limit=16, progress=False)
     from aue_edge.edge.model_card import InputSpec
 
-    spec = InputSpec(size_px=(112, 112), color="gray3", mean=trainer.IMAGENET_MEAN,
-                     std=trainer.IMAGENET_STD)
+    spec = InputSpec(size_px=(112, 112), color="gray3", mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD)
     edge = to_model_input(arrays.images, spec)
     ours = preprocess(torch.from_numpy(arrays.images), (112, 112), spec.mean, spec.std).numpy()
     one_level = 1 / 255 / min(spec.std)
@@ -206,35 +210,35 @@ def test_config_validation_names_the_problem(tmp_path, ferplus_root):
     bad.write_text("model: aue_crl_cpu_tiny\ndata: {root: x}\nstage1: {epochs: 1, lr: 0.1, "
                    "lrr: 2}\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: stage1: unknown key\(s\) \['lrr'\]"):
-        trainer.load_config(bad)
+        load_config(bad)
     bad.write_text("model: aue_crl_cpu_tiny\ndata: {root: x}\nstages: [3, 1]\n")
     with pytest.raises(ConfigError, match="increasing subset"):
-        trainer.load_config(bad)
-    good = trainer.load_config("train/configs/aue_crl_r18_ferplus.yaml",
+        load_config(bad)
+    good = load_config("train/configs/aue_crl_r18_ferplus.yaml",
                                {"stage1.epochs": 3, "data.root": str(ferplus_root)})
     assert good.stage1.epochs == 3 and good.stage3.pair_variant == "paper"
     for name in ("aue_crl_cpu_tiny", "aue_crl_baseline_ferplus", "aue_crl_r101_paper"):
-        assert trainer.load_config(f"train/configs/{name}.yaml").model.startswith("aue_crl")
+        assert load_config(f"train/configs/{name}.yaml").model.startswith("aue_crl")
 
 
 def test_packed_arrays_round_trip_and_errors(packed_small, tmp_path):
-    data = trainer.DataConfig(packed=str(packed_small))
-    arrays = trainer.load_split_arrays(data, "valid", limit=20, progress=False)
-    empty = trainer.SplitArrays(arrays.images[:0], arrays.labels[:0], arrays.probs[:0], [],
+    data = DataConfig(packed=str(packed_small))
+    arrays = load_split_arrays(data, "valid", limit=20, progress=False)
+    empty = SplitArrays(arrays.images[:0], arrays.labels[:0], arrays.probs[:0], [],
                                 arrays.label_names, arrays.source)
-    path = trainer.pack_arrays(tmp_path / "p.npz.xz", {"test": arrays, "empty": empty})
-    back = trainer.read_packed(path, "test")
+    path = pack_arrays(tmp_path / "p.npz.xz", {"test": arrays, "empty": empty})
+    back = read_packed(path, "test")
     np.testing.assert_array_equal(back.images, arrays.images)
     np.testing.assert_array_equal(back.labels, arrays.labels)
     assert back.names == arrays.names and back.label_names == arrays.label_names
-    packed = trainer.DataConfig(packed=str(path))
+    packed = DataConfig(packed=str(path))
     with pytest.raises(DatasetError, match="holds no images"):
-        trainer.load_split_arrays(packed, "empty")
+        load_split_arrays(packed, "empty")
     with pytest.raises(DatasetError, match="not 'train'"):
-        trainer.load_split_arrays(packed, "train")
+        load_split_arrays(packed, "train")
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(DatasetError, match="not a packed arrays file"):
-        trainer.read_packed(tmp_path / "junk.npz", "test")
+        read_packed(tmp_path / "junk.npz", "test")
 
 
 def test_classification_report_by_hand():
@@ -300,10 +304,10 @@ def test_stage2_au_output_learns_and_depends_on_the_input(trained, packed_small,
     assert history[-1]["score"] == history[-1]["val"]["mean_auc"]
     model, _ = load_checkpoint(tmp_path / "model.pt")
     model.load_state_dict(read_checkpoint(tmp_path / "stage2_last.pt")["state_dict"])
-    arrays = trainer.read_packed(packed_small, "train")
-    probs = torch.sigmoid(torch.from_numpy(trainer.predict_arrays(
-        model, torch.from_numpy(arrays.images), (64, 64), trainer.IMAGENET_MEAN,
-        trainer.IMAGENET_STD, 64, torch.device("cpu"), upto="au")["au_logits"])).numpy()
+    arrays = read_packed(packed_small, "train")
+    probs = torch.sigmoid(torch.from_numpy(predict_arrays(
+        model, torch.from_numpy(arrays.images), (64, 64), IMAGENET_MEAN,
+        IMAGENET_STD, 64, torch.device("cpu"), upto="au")["au_logits"])).numpy()
     from aue_edge.train.losses import pseudo_au_labels
 
     pseudo = pseudo_au_labels(torch.from_numpy(arrays.labels), model.prior_weight,

@@ -54,6 +54,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def _train(init: Path, out_dir: Path, overrides: dict[str, Any], seed: int, fold: int | None,
            budget: dict[str, Any], ckplus_root: str, ferplus_root: str) -> Path:
     from aue_edge.train import trainer
+    from aue_edge.train.config import load_config
     from aue_edge.train.export import export_checkpoint
 
     onnx_path = out_dir / "onnx" / FP32_MODEL_FILENAME
@@ -64,7 +65,7 @@ def _train(init: Path, out_dir: Path, overrides: dict[str, Any], seed: int, fold
                 **budget, **overrides}
     if fold is not None:
         settings["data.ckplus_fold"] = fold
-    cfg = trainer.load_config(CONFIG, settings)
+    cfg = load_config(CONFIG, settings)
     trainer.train(cfg, init_checkpoint=str(init), progress=False)
     return export_checkpoint(out_dir / "model.pt", out_dir / "onnx")
 

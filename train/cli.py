@@ -67,6 +67,8 @@ def train_main(argv: list[str]) -> int:
         return 0
 
     from aue_edge.train import trainer
+    from aue_edge.train.arrays import load_split_arrays, pack_arrays
+    from aue_edge.train.config import load_config
 
     overrides = _parse_set(args.set)
     for flag, key in (("out_dir", "out_dir"), ("root", "data.root"), ("packed", "data.packed"),
@@ -76,12 +78,12 @@ def train_main(argv: list[str]) -> int:
             overrides[key] = getattr(args, flag)
     if args.stage:
         overrides["stages"] = sorted(set(args.stage))
-    cfg = trainer.load_config(args.config, overrides)
+    cfg = load_config(args.config, overrides)
     if args.pack_data:
         splits = args.pack_splits or [cfg.data.train_split, cfg.data.val_split]
-        arrays = {s: trainer.load_split_arrays(cfg.data, s, progress=not args.no_progress)
+        arrays = {s: load_split_arrays(cfg.data, s, progress=not args.no_progress)
                   for s in splits}
-        path = trainer.pack_arrays(args.pack_data, arrays)
+        path = pack_arrays(args.pack_data, arrays)
         counts = {s: len(a.labels) for s, a in arrays.items()}
         print(f"packed {counts} images into {path} ({path.stat().st_size / 1e6:.1f} MB)")
         return 0
