@@ -24,10 +24,12 @@ NO_AUGMENT = {"flip_prob": 0.0, "max_rotation_deg": 0.0, "max_shift_frac": 0.0,
 
 
 def write_config(path, packed, out_dir):
-    raw = {"model": "aue_crl_cpu_tiny", "data": {"packed": str(packed)}, "augment": NO_AUGMENT,
-           "stage1": {"epochs": 1, "lr": 0.05}, "stage2": {"epochs": 1, "lr": 0.01},
-           "stage3": {"epochs": 1, "lr": 0.05}, "batch_size": 32, "eval_batch_size": 64,
-           "device": "cpu", "num_threads": 1, "out_dir": str(out_dir)}
+    raw = {"model": {"name": "aue_crl_cpu_tiny"}, "data": {"packed": str(packed)},
+           "run": {"batch_size": 32, "eval_batch_size": 64, "device": "cpu", "num_threads": 1,
+                   "out_dir": str(out_dir)},
+           "augment": NO_AUGMENT,
+           "aue_crl": {"stage1": {"epochs": 1, "lr": 0.05}, "stage2": {"epochs": 1, "lr": 0.01},
+                       "stage3": {"epochs": 1, "lr": 0.05}}}
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
     return path
 
@@ -72,11 +74,11 @@ def test_ddp_matches_one_process_with_the_same_global_batch(ddp_run, tmp_path):
     32: same weights after the epoch, same (all-reduced) training loss, same validation."""
     tmp, config, _ = ddp_run
     start = tmp / "run" / "stage2_best.pt"
-    flags = ["--stage", "3", "--init", str(start), "--set", "model_options.attention=mean"]
+    flags = ["--stage", "3", "--init", str(start), "--set", "model.kwargs.attention=mean"]
     proc = torchrun(str(config), *flags, "--out-dir", str(tmp_path / "ddp"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    single_cfg = load_config(config, {"stages": [3], "out_dir": str(tmp_path / "one"),
-                                              "model_options": {"attention": "mean"}})
+    single_cfg = load_config(config, {"aue_crl.stages": [3], "run.out_dir": str(tmp_path / "one"),
+                                      "model.kwargs.attention": "mean"})
     single = trainer.train(single_cfg, init_checkpoint=str(start), progress=False)
 
     ddp = json.loads((tmp_path / "ddp" / "training_report.json").read_text())

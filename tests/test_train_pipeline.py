@@ -19,22 +19,23 @@ from aue_edge.train.augment import AugmentConfig, GpuAugment, preprocess
 from aue_edge.train.config import (IMAGENET_MEAN, IMAGENET_STD, DataConfig, TrainConfig,
                                    config_from_dict, load_config)
 from aue_edge.train.loop import predict_arrays
+from aue_edge.train.run_config import apply_overrides
 from aue_edge.train.metrics import au_pseudo_label_stats, classification_report
 from aue_edge.train.runtime import load_checkpoint, read_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)  # the host is shared; more threads only spin
 
 
-def tiny_config(packed, out_dir, **overrides) -> TrainConfig:
+def tiny_config(packed, out_dir, overrides: dict | None = None) -> TrainConfig:
+    """The tiny run; ``overrides``: dotted keys, as ``aue train --set`` gives them."""
     raw = {
-        "model": "aue_crl_cpu_tiny",
+        "model": {"name": "aue_crl_cpu_tiny"},
         "data": {"packed": str(packed)},
-        "stage1": {"epochs": 1, "lr": 0.05}, "stage2": {"epochs": 1, "lr": 0.01},
-        "stage3": {"epochs": 1, "lr": 0.01},
-        "batch_size": 32, "eval_batch_size": 64, "device": "cpu", "out_dir": str(out_dir),
+        "run": {"batch_size": 32, "eval_batch_size": 64, "device": "cpu", "out_dir": str(out_dir)},
+        "aue_crl": {"stage1": {"epochs": 1, "lr": 0.05}, "stage2": {"epochs": 1, "lr": 0.01},
+                    "stage3": {"epochs": 1, "lr": 0.01}},
     }
-    raw.update(overrides)
-    return config_from_dict(raw, "test")
+    return config_from_dict(apply_overrides(raw, overrides), "test")
 
 
 @pytest.fixture(scope="module")
@@ -75,8 +76,8 @@ def test_resume_continues_from_last_epoch(trained, packed_small, tmp_path):
     for name in ("stage1_last.pt", "stage1_best.pt"):
         shutil.copy(out / name, tmp_path / name)
     first = read_checkpoint(tmp_path / "stage1_last.pt")["history"][0]
-    cfg = tiny_config(packed_small, tmp_path, stages=[1],
-                      stage1={"epochs": 2, "lr": 0.05})
+    cfg = tiny_config(packed_small, tmp_path, {"aue_crl.stages": [1],
+                                               "aue_crl.stage1.epochs": 2})
     trainer.train(cfg, resume=True, progress=False)
     history = read_checkpoint(tmp_path / "stage1_last.pt")["history"]
     assert [h["epoch"] for h in history] == [1, 2]
@@ -207,18 +208,46 @@ def test_preprocess_matches_edge_to_model_input(packed_small):
 
 def test_config_validation_names_the_problem(tmp_path, ferplus_root):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: aue_crl_cpu_tiny\ndata: {root: x}\nstage1: {epochs: 1, lr: 0.1, "
-                   "lrr: 2}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: stage1: unknown key\(s\) \['lrr'\]"):
+    bad.write_text("model: {name: aue_crl_cpu_tiny}\ndata: {root: x}\n"
+                   "aue_crl: {stage1: {epochs: 1, lr: 0.1, lrr: 2}}\n")
+    with pytest.raises(ConfigError,
+                       match=r"bad.yaml: aue_crl.stage1: unknown key\(s\) \['lrr'\]"):
         load_config(bad)
-    bad.write_text("model: aue_crl_cpu_tiny\ndata: {root: x}\nstages: [3, 1]\n")
-    with pytest.raises(ConfigError, match="increasing subset"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: run: unknown key\(s\) \['epochs'\]"):
+        load_config(bad, {"run.epochs": 3})
+    with pytest.raises(ConfigError, match=r"moved: stage2 -> aue_crl.stage2\)"):
+        load_config(bad, {"stage2.epochs": 3})
+    bad.write_text("model: {name: aue_crl_cpu_tiny}\ndata: {root: x}\naue_crl: {stages: [3, 1]}\n")
+    with pytest.raises(ConfigError, match="aue_crl.stages must be an increasing subset"):
         load_config(bad)
     good = load_config("train/configs/aue_crl_r18_ferplus.yaml",
-                               {"stage1.epochs": 3, "data.root": str(ferplus_root)})
+                       {"aue_crl.stage1.epochs": 3, "data.root": str(ferplus_root)})
     assert good.stage1.epochs == 3 and good.stage3.pair_variant == "paper"
-    for name in ("aue_crl_cpu_tiny", "aue_crl_baseline_ferplus", "aue_crl_r101_paper"):
-        assert load_config(f"train/configs/{name}.yaml").model.startswith("aue_crl")
+    # The layout before the AU detectors' (model: NAME, run and stage keys at the top): a
+    # message that says where each key went.
+    bad.write_text("model: aue_crl_cpu_tiny\ndata: {root: x}\nstage1: {epochs: 1}\n"
+                   "batch_size: 8\n")
+    with pytest.raises(ConfigError, match=r"old AUE-CRL layout.*aue_crl: \{stages, input, "
+                                          r"stage1.*batch_size -> run.batch_size"):
+        load_config(bad, {"stage1.epochs": 2})
+
+
+def test_every_shipped_config_loads(repo_root):
+    """Every YAML under train/configs/ loads with its trainer's loader, picked by the family of
+    model.name (the way aue train dispatches)."""
+    from aue_edge.train.au.config import load_au_config
+    from aue_edge.train.run_config import read_config_family
+
+    families = {}
+    for path in sorted((repo_root / "train" / "configs").glob("*.yaml")):
+        family = read_config_family(path)
+        if family == "aue_crl":
+            assert load_config(path).model.startswith("aue_crl")
+        else:
+            assert load_au_config(path).model.family == family
+        families[path.name] = family
+    assert set(families.values()) == {"aue_crl", "lp_net", "gtle_net", "kdsrl"}
+    assert len(families) == 23
 
 
 def test_packed_arrays_round_trip_and_errors(packed_small, tmp_path):
@@ -276,8 +305,8 @@ def test_export_opset18_dynamo(trained, tmp_path):
 def test_init_from_stage1_with_ablation_option(trained, packed_small, tmp_path):
     """Stages 2-3 from a stage-1 checkpoint, with the no-attention switch (Table IV row)."""
     out, _ = trained
-    cfg = tiny_config(packed_small, tmp_path, stages=[2, 3],
-                      model_options={"attention": "mean"})
+    cfg = tiny_config(packed_small, tmp_path, {"aue_crl.stages": [2, 3],
+                                               "model.kwargs.attention": "mean"})
     trainer.train(cfg, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
     model, payload = load_checkpoint(tmp_path / "model.pt")
     assert payload["model_config"]["attention"] == "mean"
@@ -285,8 +314,8 @@ def test_init_from_stage1_with_ablation_option(trained, packed_small, tmp_path):
     # Stage 1's weights are frozen in stages 2 and 3.
     torch.testing.assert_close(model.state_dict()["backbone.layer4.1.conv2.weight"],
                                start["backbone.layer4.1.conv2.weight"])
-    bad = tiny_config(packed_small, tmp_path / "bad", stages=[2, 3],
-                      model_options={"crop_fc_dim": 8})
+    bad = tiny_config(packed_small, tmp_path / "bad", {"aue_crl.stages": [2, 3],
+                                                       "model.kwargs.crop_fc_dim": 8})
     with pytest.raises(ModelFileError, match="does not fit"):
         trainer.train(bad, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
 
@@ -296,9 +325,9 @@ def test_stage2_au_output_learns_and_depends_on_the_input(trained, packed_small,
     against the pseudo positives of its own training faces its AUC is far above the 0.5 that
     a constant output gets, and it spreads across images. The selection score is that AUC."""
     out, _ = trained
-    cfg = tiny_config(packed_small, tmp_path, stages=[2],
-                      stage2={"epochs": 20, "lr": 0.005, "optimizer": "adamw", "au_loss": "bce",
-                              "weight_decay": 0.0001})
+    cfg = tiny_config(packed_small, tmp_path, {
+        "aue_crl.stages": [2], "aue_crl.stage2": {"epochs": 20, "lr": 0.005, "optimizer": "adamw",
+                                                  "au_loss": "bce", "weight_decay": 0.0001}})
     report = trainer.train(cfg, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
     history = report["stages"]["stage2"]["history"]
     assert history[-1]["score"] == history[-1]["val"]["mean_auc"]
@@ -325,12 +354,10 @@ def test_ckplus_supervision_records_subjects_and_fits_thresholds(trained, packed
     from aue_edge.train.export import export_checkpoint
 
     out, _ = trained
-    cfg = tiny_config(packed_small, tmp_path, stages=[2, 3],
-                      data={"packed": str(packed_small), "ckplus_root": str(ckplus_root),
-                            "ckplus_fold": 2},
-                      stage2={"epochs": 1, "lr": 0.003, "optimizer": "adamw",
-                              "au_loss": "bce"},
-                      model_options={"attention": "sigmoid"})
+    cfg = tiny_config(packed_small, tmp_path, {
+        "aue_crl.stages": [2, 3], "data.ckplus_root": str(ckplus_root), "data.ckplus_fold": 2,
+        "aue_crl.stage2": {"epochs": 1, "lr": 0.003, "optimizer": "adamw", "au_loss": "bce"},
+        "model.kwargs.attention": "sigmoid"})
     trainer.train(cfg, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
     _, payload = load_checkpoint(tmp_path / "model.pt")
     seen = set(payload["card"]["training"]["ckplus"]["subjects"])
@@ -342,9 +369,8 @@ def test_ckplus_supervision_records_subjects_and_fits_thresholds(trained, packed
     assert card.outputs.au_thresholds == thresholds
     assert card.training["ckplus"]["fold_held_out"] == 2
     with pytest.raises(ConfigError, match="ckplus_fold must be 0"):
-        tiny_config(packed_small, tmp_path / "bad", stages=[2],
-                    data={"packed": str(packed_small), "ckplus_root": str(ckplus_root),
-                          "ckplus_fold": 5})
+        tiny_config(packed_small, tmp_path / "bad", {
+            "aue_crl.stages": [2], "data.ckplus_root": str(ckplus_root), "data.ckplus_fold": 5})
 
 
 def test_sigmoid_attention_trains_from_the_pred1_warm_start(trained):
@@ -377,12 +403,11 @@ def test_fold_runs_refuse_weights_that_saw_the_held_out_fold(trained, packed_sma
     extra = {k: v for k, v in payload.items()
              if k not in ("format", "model_name", "model_config", "state_dict", "card")}
     save_checkpoint(tmp_path / "seen.pt", model, payload["model_name"], card=card, **extra)
-    data = {"packed": str(packed_small), "ckplus_root": str(ckplus_root), "ckplus_fold": 2}
-    cfg = tiny_config(packed_small, tmp_path / "fold2", stages=[2], data=data)
+    data = {"aue_crl.stages": [2], "data.ckplus_root": str(ckplus_root), "data.ckplus_fold": 2}
+    cfg = tiny_config(packed_small, tmp_path / "fold2", data)
     with pytest.raises(ModelFileError, match="CK\\+ subjects of fold 2"):
         trainer.train(cfg, init_checkpoint=str(tmp_path / "seen.pt"), progress=False)
-    cfg = tiny_config(packed_small, tmp_path / "fold1", stages=[2],
-                      data={**data, "ckplus_fold": 1})
+    cfg = tiny_config(packed_small, tmp_path / "fold1", {**data, "data.ckplus_fold": 1})
     trainer.train(cfg, init_checkpoint=str(tmp_path / "seen.pt"), progress=False)
     _, result = load_checkpoint(tmp_path / "fold1" / "model.pt")
     assert set(CKPLUS_FOLDS[1][:3]) <= set(result["card"]["training"]["ckplus"]["subjects"])

@@ -1,5 +1,7 @@
-"""The AUE-CRL training config: one YAML per run, frozen dataclasses validated on load, dotted-key
-overrides from the command line (``aue train CONFIG --set stage1.epochs=30``). Train stage."""
+"""The AUE-CRL training config: one YAML per run in the layout every training config shares
+(:mod:`aue_edge.train.run_config`; AUE-CRL's own settings in its ``aue_crl`` section), frozen
+dataclasses validated on load, dotted-key overrides from the command line (``aue train CONFIG
+--set aue_crl.stage1.epochs=30``). Train stage."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +13,7 @@ from typing import Any
 from aue_edge.edge.config_files import check_fields, read_yaml
 from aue_edge.edge.errors import ConfigError
 from aue_edge.train.augment import AugmentConfig
+from aue_edge.train.run_config import apply_overrides, config_family
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -102,6 +105,42 @@ class TrainConfig:
 _SECTIONS = {"data": DataConfig, "input": InputConfig, "augment": AugmentConfig,
              "stage1": StageConfig, "stage2": StageConfig, "stage3": StageConfig}
 
+# The shared layout -> TrainConfig's fields: section -> {key in the YAML: field}
+_LAYOUT = {
+    "model": {"name": "model", "kwargs": "model_options", "pretrained": "pretrained"},
+    "run": {k: k for k in ("batch_size", "eval_batch_size", "select_metric", "seed", "device",
+                           "amp", "channels_last", "num_threads", "out_dir")},
+    "aue_crl": {k: k for k in ("stages", "input", "stage1", "stage2", "stage3")},
+}
+
+
+def _fields_from_layout(raw: Any, origin: str) -> dict[str, Any]:
+    """TrainConfig's fields from a config in the layout every training config shares."""
+    family = config_family(raw, origin)
+    if family != "aue_crl":
+        raise ConfigError(f"{origin}: a {family} config is trained by the AU-detector trainer "
+                          f"(aue train dispatches on model.name), not by AUE-CRL's")
+    allowed = {"model", "data", "augment", *_LAYOUT}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        moved = [f"{name} -> {section}.{key}" for name in unknown
+                 for section, keys in _LAYOUT.items() for key, field in keys.items()
+                 if name == field]
+        raise ConfigError(f"{origin}: unknown section(s) {unknown} for an aue_crl model; "
+                          f"allowed: {sorted(allowed)}"
+                          + (f" (moved: {', '.join(moved)})" if moved else ""))
+    fields = {key: raw[key] for key in ("data", "augment") if key in raw}
+    for section, keys in _LAYOUT.items():
+        values = raw.get(section) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(f"{origin}: {section} must be a mapping, got {values!r}")
+        bad = sorted(set(values) - set(keys))
+        if bad:
+            raise ConfigError(f"{origin}: {section}: unknown key(s) {bad}; known keys: "
+                              f"{sorted(keys)}")
+        fields.update({keys[k]: v for k, v in values.items()})
+    return fields
+
 
 def _build(cls: type, values: Any, where: str) -> Any:
     values = check_fields(cls, values, where)
@@ -119,20 +158,15 @@ def _build(cls: type, values: Any, where: str) -> Any:
 
 def config_from_dict(raw: dict[str, Any], origin: str = "<config>") -> TrainConfig:
     """Build and validate a :class:`TrainConfig` from parsed YAML."""
-    if not isinstance(raw, dict) or "model" not in raw:
-        raise ConfigError(f"{origin}: a training config is a mapping with at least 'model'")
     top = {}
-    for key, value in raw.items():
+    for key, value in _fields_from_layout(raw, origin).items():
         if key in _SECTIONS:
-            top[key] = _build(_SECTIONS[key], value or {}, f"{origin}: {key}")
+            section = f"aue_crl.{key}" if key in _LAYOUT["aue_crl"] else key
+            top[key] = _build(_SECTIONS[key], value or {}, f"{origin}: {section}")
         elif key == "stages":
             top[key] = tuple(int(s) for s in (value if isinstance(value, list) else [value]))
         else:
             top[key] = value
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(top) - names)
-    if unknown:
-        raise ConfigError(f"{origin}: unknown key(s) {unknown}; known keys: {sorted(names)}")
     cfg = TrainConfig(**top)
     validate_config(cfg, origin)
     return cfg
@@ -142,29 +176,31 @@ def validate_config(cfg: TrainConfig, origin: str = "<config>") -> None:
     problems = []
     if not set(cfg.stages) <= {1, 2, 3} or not cfg.stages or list(cfg.stages) != sorted(
             set(cfg.stages)):
-        problems.append(f"stages must be an increasing subset of [1, 2, 3], got "
+        problems.append(f"aue_crl.stages must be an increasing subset of [1, 2, 3], got "
                         f"{list(cfg.stages)}")
     for n in cfg.stages if set(cfg.stages) <= {1, 2, 3} else ():
         st = cfg.stage(n)
         if st.epochs <= 0:
-            problems.append(f"stage{n}.epochs must be > 0 for a stage that runs, got "
+            problems.append(f"aue_crl.stage{n}.epochs must be > 0 for a stage that runs, got "
                             f"{st.epochs}")
         if st.lr <= 0:
-            problems.append(f"stage{n}.lr must be > 0, got {st.lr}")
+            problems.append(f"aue_crl.stage{n}.lr must be > 0, got {st.lr}")
         if st.optimizer not in ("sgd", "adamw"):
-            problems.append(f"stage{n}.optimizer must be sgd or adamw, got {st.optimizer!r}")
+            problems.append(f"aue_crl.stage{n}.optimizer must be sgd or adamw, got "
+                            f"{st.optimizer!r}")
         if st.schedule not in ("cosine", "step"):
-            problems.append(f"stage{n}.schedule must be cosine or step, got {st.schedule!r}")
+            problems.append(f"aue_crl.stage{n}.schedule must be cosine or step, got "
+                            f"{st.schedule!r}")
         if not 0 <= st.ckplus_fraction < 1:
-            problems.append(f"stage{n}.ckplus_fraction must be in [0, 1)")
+            problems.append(f"aue_crl.stage{n}.ckplus_fraction must be in [0, 1)")
         if st.max_images < 0:
-            problems.append(f"stage{n}.max_images must be >= 0 (0 = every image)")
+            problems.append(f"aue_crl.stage{n}.max_images must be >= 0 (0 = every image)")
         if not 0 <= st.label_smoothing < 1:
-            problems.append(f"stage{n}.label_smoothing must be in [0, 1)")
+            problems.append(f"aue_crl.stage{n}.label_smoothing must be in [0, 1)")
     if cfg.batch_size < 2 or cfg.eval_batch_size < 1:
-        problems.append("batch_size must be >= 2 (BatchNorm) and eval_batch_size >= 1")
+        problems.append("run.batch_size must be >= 2 (BatchNorm) and run.eval_batch_size >= 1")
     if cfg.select_metric not in ("accuracy", "mean_class_accuracy"):
-        problems.append(f"select_metric must be accuracy or mean_class_accuracy, got "
+        problems.append(f"run.select_metric must be accuracy or mean_class_accuracy, got "
                         f"{cfg.select_metric!r}")
     if cfg.data.label_mode not in ("majority", "probability"):
         problems.append(f"data.label_mode must be majority or probability, got "
@@ -175,19 +211,15 @@ def validate_config(cfg: TrainConfig, origin: str = "<config>") -> None:
         problems.append(f"data.ckplus_fold must be 0 (all subjects) or 1..3, got "
                         f"{cfg.data.ckplus_fold}")
     if cfg.input.color != "gray3":
-        problems.append(f"input.color {cfg.input.color!r}: the grey FER+ trainer feeds gray3")
+        problems.append(f"aue_crl.input.color {cfg.input.color!r}: the grey FER+ trainer feeds "
+                        f"gray3")
     if problems:
         raise ConfigError(f"{origin}: invalid training config: " + "; ".join(problems))
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML config; ``overrides`` maps dotted keys (``stage1.epochs``) to values."""
+    """Read a YAML config; ``overrides`` maps dotted keys (``aue_crl.stage1.epochs``) to values."""
     path = Path(path)
     raw = read_yaml(path, "training config") or {}
-    for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return config_from_dict(raw, str(path))
+    config_family(raw, str(path))  # an old layout is reported before overrides land in it
+    return config_from_dict(apply_overrides(raw, overrides), str(path))

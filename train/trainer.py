@@ -152,7 +152,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
 
     inherited_ckplus: set[str] = set()
     if init_checkpoint:
-        # Rebuild from the checkpoint's own config; model_options may change options that add
+        # Rebuild from the checkpoint's own config; model.kwargs may change options that add
         # no parameters (e.g. attention: mean for the no-attention ablation); weights load
         # strictly, so a structural change is reported rather than half-loaded.
         payload = read_checkpoint(init_checkpoint)
@@ -164,7 +164,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
             model.load_state_dict(payload["state_dict"], strict=True)
         except RuntimeError as exc:
             raise ModelFileError(f"{init_checkpoint} does not fit {model_name!r} with "
-                                 f"model_options {cfg.model_options}: {exc}") from None
+                                 f"model.kwargs {cfg.model_options}: {exc}") from None
     else:
         model_name = cfg.model
         options = dict(cfg.model_options)
