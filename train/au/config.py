@@ -24,7 +24,7 @@ from typing import Any
 from aue_edge.edge.config_files import check_fields, read_yaml
 from aue_edge.edge.errors import ConfigError
 from aue_edge.train.augment import AugmentConfig
-from aue_edge.train.run_config import AU_FAMILIES as FAMILIES, apply_overrides
+from aue_edge.train.run_config import AU_FAMILIES as FAMILIES, apply_overrides, family_of
 DATASETS = ("ferplus", "bp4d", "disfa", "ckplus")
 AU_SETS = ("auecrl", "bp4d", "disfa")
 
@@ -40,9 +40,9 @@ class ModelSection:
 
     @property
     def family(self) -> str:
-        for family in FAMILIES:
-            if self.name == family or self.name.startswith(family + "_"):
-                return family
+        family = family_of(self.name)
+        if family in FAMILIES:
+            return family
         raise ConfigError(f"model.name {self.name!r} is not an AU detector; expected a name "
                           f"starting with one of {FAMILIES}")
 

@@ -24,11 +24,12 @@ from typing import Any
 import torch
 
 from aue_edge.edge.errors import ConfigError, DatasetError, ModelFileError
-from aue_edge.train.au.config import FAMILIES, AuTrainConfig, KdsrlSection, load_au_config
+from aue_edge.train.au.config import AuTrainConfig, KdsrlSection, load_au_config
 from aue_edge.train.au.data import AuArrays, au_dataset_arrays, ferplus_arrays
 from aue_edge.train.au.evaluate import write_report
 from aue_edge.train.au.trainers import predict_au_probs, run_training
 from aue_edge.train.data.folds import BP4D_FOLDS, CKPLUS_FOLDS, DISFA_FOLDS
+from aue_edge.train.run_config import family_of
 from aue_edge.train.runtime import read_checkpoint, seed_everything, select_device
 
 
@@ -329,7 +330,7 @@ def evaluate_au_detector(model_path: str | Path, dataset: str, root: str | Path,
     else:
         probs = predict_au_probs(model, arrays, batch_size)
     scores = f1_frame(probs[:, columns], arrays.binary_targets(), common)
-    family = next(f for f in FAMILIES if name == f or name.startswith(f + "_"))
+    family = family_of(name)
     files = write_report(out_dir, {f"fold{fold}" if fold else "all_subjects": scores},
                          family, dataset)
     return {"model": str(model_path), "dataset": dataset, "fold": fold, "au_names": list(common),
