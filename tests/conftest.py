@@ -83,3 +83,16 @@ def context(ros_env):
     rclpy.init(context=ctx)
     yield ctx
     rclpy.try_shutdown(context=ctx)
+
+
+@pytest.fixture(scope="session")
+def packed_small(ferplus_root, tmp_path_factory):
+    """64 real FER+ valid images as 'train' and 32 test images as 'valid', packed once so the
+    training tests do not re-read the PNG folders (the reader has its own tests)."""
+    from aue_edge.train.arrays import load_split_arrays, pack_arrays
+    from aue_edge.train.config import DataConfig
+
+    data = DataConfig(root=str(ferplus_root))
+    splits = {"train": load_split_arrays(data, "valid", limit=64, progress=False),
+              "valid": load_split_arrays(data, "test", limit=32, progress=False)}
+    return pack_arrays(tmp_path_factory.mktemp("packed") / "small.npz", splits, compress=False)

@@ -3,7 +3,6 @@ trainers (loss decreases), BP4D/DISFA fixtures through the readers (3 folds, F1-
 ONNX export with the model card and torch-vs-ONNX Runtime parity, resume."""
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -14,7 +13,8 @@ import torch
 from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
 from aue_edge.core.errors import ConfigError
 from aue_edge.edge.model_card import find_card
-from aue_edge.train.au.run import is_au_config, overrides_from_args, train_from_config
+from aue_edge.train.au.run import au_flag_overrides, train_from_config
+from aue_edge.train.run_config import cli_overrides, config_family, read_config_family
 from aue_edge.train.runtime import load_checkpoint, read_checkpoint
 
 torch.set_num_threads(1)
@@ -162,17 +162,20 @@ def test_resume_skips_finished_stages(repo_root, ferplus_root, ferplus_runs, tmp
 
 
 def test_cli_flags_map_onto_the_config(repo_root):
-    args = argparse.Namespace(set=["lp_net.orthogonality_weight=0.5"], out_dir="x", root="r",
-                              packed=None, device="cpu", seed=3, batch_size=None, init=None,
-                              resume=True, no_progress=True, stage=None, pretrained=None)
-    assert overrides_from_args(args) == {"lp_net.orthogonality_weight": 0.5,
-                                         "run.out_dir": "x", "data.root": "r",
-                                         "run.device": "cpu", "run.seed": 3,
-                                         "run.resume": True, "run.progress": False}
+    overrides = cli_overrides(["lp_net.orthogonality_weight=0.5"], out_dir="x", root="r",
+                              packed=None, device="cpu", seed=3, batch_size=None)
+    assert overrides == {"lp_net.orthogonality_weight": 0.5, "run.out_dir": "x",
+                         "data.root": "r", "run.device": "cpu", "run.seed": 3}
+    assert au_flag_overrides(init="a.pt", resume=True, progress=False) == {
+        "model.init_checkpoint": "a.pt", "run.resume": True, "run.progress": False}
     with pytest.raises(ConfigError, match="--stage"):
-        overrides_from_args(argparse.Namespace(stage=[1]))
-    assert is_au_config(repo_root / "aue_edge" / "train" / "configs" / "kdsrl_tiny.yaml")
-    assert not is_au_config({"model": "aue_crl_r18"})
+        au_flag_overrides(stages=[1])
+    with pytest.raises(ConfigError, match="--set expects KEY=VALUE"):
+        cli_overrides(["run.batch_size"])
+    assert read_config_family(repo_root / "aue_edge" / "train" / "configs" / "kdsrl_tiny.yaml") == "kdsrl"
+    assert config_family({"model": {"name": "aue_crl_r18"}}, "x") == "aue_crl"
+    with pytest.raises(ConfigError, match="names no trainable model"):
+        config_family({"model": {"name": "resnet18"}}, "x")
 
 
 @pytest.mark.parametrize("artifact", ["checkpoint", "onnx"])

@@ -112,7 +112,8 @@ def test_baseline_has_expression_branch_only():
 
 
 def test_stage_freezing_routes_gradients(tiny):
-    from aue_edge.train.trainer import StageConfig, _set_modes, _set_trainable
+    from aue_edge.train.config import StageConfig
+    from aue_edge.train.trainer import _set_modes, _set_trainable
 
     model = create_model("aue_crl_cpu_tiny")
     for stage, upto, key in ((2, "au", "au_logits"), (3, "full", "fused_logits")):

@@ -14,34 +14,28 @@ from aue_edge.core.errors import ConfigError, DatasetError, ModelFileError
 from aue_edge.edge.model_card import card_from_onnx
 from aue_edge.edge.preprocess import to_model_input
 from aue_edge.train import trainer
+from aue_edge.train.arrays import SplitArrays, load_split_arrays, pack_arrays, read_packed
 from aue_edge.train.augment import AugmentConfig, GpuAugment, preprocess
+from aue_edge.train.config import (IMAGENET_MEAN, IMAGENET_STD, DataConfig, TrainConfig,
+                                   config_from_dict, load_config)
+from aue_edge.train.loop import predict_arrays
+from aue_edge.train.run_config import apply_overrides
 from aue_edge.train.metrics import au_pseudo_label_stats, classification_report
 from aue_edge.train.runtime import load_checkpoint, read_checkpoint, save_checkpoint
 
 torch.set_num_threads(1)  # the host is shared; more threads only spin
 
 
-@pytest.fixture(scope="module")
-def packed_small(ferplus_root, tmp_path_factory):
-    """64 real FER+ valid images as 'train' and 32 test images as 'valid', packed once so the
-    training runs below do not re-read the PNG folders (the reader has its own tests)."""
-    data = trainer.DataConfig(root=str(ferplus_root))
-    splits = {"train": trainer.load_split_arrays(data, "valid", limit=64, progress=False),
-              "valid": trainer.load_split_arrays(data, "test", limit=32, progress=False)}
-    return trainer.pack_arrays(tmp_path_factory.mktemp("packed") / "small.npz", splits,
-                               compress=False)
-
-
-def tiny_config(packed, out_dir, **overrides) -> trainer.TrainConfig:
+def tiny_config(packed, out_dir, overrides: dict | None = None) -> TrainConfig:
+    """The tiny run; ``overrides``: dotted keys, as ``aue train --set`` gives them."""
     raw = {
-        "model": "aue_crl_cpu_tiny",
+        "model": {"name": "aue_crl_cpu_tiny"},
         "data": {"packed": str(packed)},
-        "stage1": {"epochs": 1, "lr": 0.05}, "stage2": {"epochs": 1, "lr": 0.01},
-        "stage3": {"epochs": 1, "lr": 0.01},
-        "batch_size": 32, "eval_batch_size": 64, "device": "cpu", "out_dir": str(out_dir),
+        "run": {"batch_size": 32, "eval_batch_size": 64, "device": "cpu", "out_dir": str(out_dir)},
+        "aue_crl": {"stage1": {"epochs": 1, "lr": 0.05}, "stage2": {"epochs": 1, "lr": 0.01},
+                    "stage3": {"epochs": 1, "lr": 0.01}},
     }
-    raw.update(overrides)
-    return trainer.config_from_dict(raw, "test")
+    return config_from_dict(apply_overrides(raw, overrides), "test")
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +76,8 @@ def test_resume_continues_from_last_epoch(trained, packed_small, tmp_path):
     for name in ("stage1_last.pt", "stage1_best.pt"):
         shutil.copy(out / name, tmp_path / name)
     first = read_checkpoint(tmp_path / "stage1_last.pt")["history"][0]
-    cfg = tiny_config(packed_small, tmp_path, stages=[1],
-                      stage1={"epochs": 2, "lr": 0.05})
+    cfg = tiny_config(packed_small, tmp_path, {"aue_crl.stages": [1],
+                                               "aue_crl.stage1.epochs": 2})
     trainer.train(cfg, resume=True, progress=False)
     history = read_checkpoint(tmp_path / "stage1_last.pt")["history"]
     assert [h["epoch"] for h in history] == [1, 2]
@@ -93,12 +87,12 @@ def test_resume_continues_from_last_epoch(trained, packed_small, tmp_path):
 def test_loss_decreases_on_real_faces(packed_small):
     from aue_edge.train.models import create_model
 
-    arrays = trainer.load_split_arrays(
-        trainer.DataConfig(packed=str(packed_small)), "train", limit=32, progress=False)
+    arrays = load_split_arrays(
+        DataConfig(packed=str(packed_small)), "train", limit=32, progress=False)
     torch.manual_seed(0)
     model = create_model("aue_crl_cpu_tiny")
-    x = preprocess(torch.from_numpy(arrays.images), (64, 64), trainer.IMAGENET_MEAN,
-                   trainer.IMAGENET_STD)
+    x = preprocess(torch.from_numpy(arrays.images), (64, 64), IMAGENET_MEAN,
+                   IMAGENET_STD)
     y = torch.from_numpy(arrays.labels)
     opt = torch.optim.SGD(model.stage_parameters(1), lr=0.05, momentum=0.9)
     losses = []
@@ -192,12 +186,12 @@ def test_aue_evaluate_json_checkpoint_and_onnx(trained, exported, ferplus_root, 
 
 
 def test_preprocess_matches_edge_to_model_input(packed_small):
-    arrays = trainer.load_split_arrays(trainer.DataConfig(packed=str(packed_small)), "train",
+    arrays = load_split_arrays(DataConfig(packed=str(packed_small)), "train",
                                        limit=16, progress=False)
     from aue_edge.edge.model_card import InputSpec
 
-    spec = InputSpec(size_px=(112, 112), color="gray3", mean=trainer.IMAGENET_MEAN,
-                     std=trainer.IMAGENET_STD)
+    spec = InputSpec(size_px=(112, 112), color="gray3", mean=IMAGENET_MEAN,
+                     std=IMAGENET_STD)
     edge = to_model_input(arrays.images, spec)
     ours = preprocess(torch.from_numpy(arrays.images), (112, 112), spec.mean, spec.std).numpy()
     one_level = 1 / 255 / min(spec.std)
@@ -214,38 +208,66 @@ def test_preprocess_matches_edge_to_model_input(packed_small):
 
 def test_config_validation_names_the_problem(tmp_path, ferplus_root):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("model: aue_crl_cpu_tiny\ndata: {root: x}\nstage1: {epochs: 1, lr: 0.1, "
-                   "lrr: 2}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: stage1: unknown key\(s\) \['lrr'\]"):
-        trainer.load_config(bad)
-    bad.write_text("model: aue_crl_cpu_tiny\ndata: {root: x}\nstages: [3, 1]\n")
-    with pytest.raises(ConfigError, match="increasing subset"):
-        trainer.load_config(bad)
-    good = trainer.load_config("aue_edge/train/configs/aue_crl_r18_ferplus.yaml",
-                               {"stage1.epochs": 3, "data.root": str(ferplus_root)})
+    bad.write_text("model: {name: aue_crl_cpu_tiny}\ndata: {root: x}\n"
+                   "aue_crl: {stage1: {epochs: 1, lr: 0.1, lrr: 2}}\n")
+    with pytest.raises(ConfigError,
+                       match=r"bad.yaml: aue_crl.stage1: unknown key\(s\) \['lrr'\]"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"bad.yaml: run: unknown key\(s\) \['epochs'\]"):
+        load_config(bad, {"run.epochs": 3})
+    with pytest.raises(ConfigError, match=r"moved: stage2 -> aue_crl.stage2\)"):
+        load_config(bad, {"stage2.epochs": 3})
+    bad.write_text("model: {name: aue_crl_cpu_tiny}\ndata: {root: x}\naue_crl: {stages: [3, 1]}\n")
+    with pytest.raises(ConfigError, match="aue_crl.stages must be an increasing subset"):
+        load_config(bad)
+    good = load_config("aue_edge/train/configs/aue_crl_r18_ferplus.yaml",
+                       {"aue_crl.stage1.epochs": 3, "data.root": str(ferplus_root)})
     assert good.stage1.epochs == 3 and good.stage3.pair_variant == "paper"
-    for name in ("aue_crl_cpu_tiny", "aue_crl_baseline_ferplus", "aue_crl_r101_paper"):
-        assert trainer.load_config(f"aue_edge/train/configs/{name}.yaml").model.startswith("aue_crl")
+    # The layout before the AU detectors' (model: NAME, run and stage keys at the top): a
+    # message that says where each key went.
+    bad.write_text("model: aue_crl_cpu_tiny\ndata: {root: x}\nstage1: {epochs: 1}\n"
+                   "batch_size: 8\n")
+    with pytest.raises(ConfigError, match=r"old AUE-CRL layout.*aue_crl: \{stages, input, "
+                                          r"stage1.*batch_size -> run.batch_size"):
+        load_config(bad, {"stage1.epochs": 2})
+
+
+def test_every_shipped_config_loads(repo_root):
+    """Every YAML under aue_edge/train/configs/ loads with its trainer's loader, picked by the family of
+    model.name (the way aue train dispatches)."""
+    from aue_edge.train.au.config import load_au_config
+    from aue_edge.train.run_config import read_config_family
+
+    families = {}
+    for path in sorted((repo_root / "aue_edge" / "train" / "configs").glob("*.yaml")):
+        family = read_config_family(path)
+        if family == "aue_crl":
+            assert load_config(path).model.startswith("aue_crl")
+        else:
+            assert load_au_config(path).model.family == family
+        families[path.name] = family
+    assert set(families.values()) == {"aue_crl", "lp_net", "gtle_net", "kdsrl"}
+    assert len(families) == 23
 
 
 def test_packed_arrays_round_trip_and_errors(packed_small, tmp_path):
-    data = trainer.DataConfig(packed=str(packed_small))
-    arrays = trainer.load_split_arrays(data, "valid", limit=20, progress=False)
-    empty = trainer.SplitArrays(arrays.images[:0], arrays.labels[:0], arrays.probs[:0], [],
+    data = DataConfig(packed=str(packed_small))
+    arrays = load_split_arrays(data, "valid", limit=20, progress=False)
+    empty = SplitArrays(arrays.images[:0], arrays.labels[:0], arrays.probs[:0], [],
                                 arrays.label_names, arrays.source)
-    path = trainer.pack_arrays(tmp_path / "p.npz.xz", {"test": arrays, "empty": empty})
-    back = trainer.read_packed(path, "test")
+    path = pack_arrays(tmp_path / "p.npz.xz", {"test": arrays, "empty": empty})
+    back = read_packed(path, "test")
     np.testing.assert_array_equal(back.images, arrays.images)
     np.testing.assert_array_equal(back.labels, arrays.labels)
     assert back.names == arrays.names and back.label_names == arrays.label_names
-    packed = trainer.DataConfig(packed=str(path))
+    packed = DataConfig(packed=str(path))
     with pytest.raises(DatasetError, match="holds no images"):
-        trainer.load_split_arrays(packed, "empty")
+        load_split_arrays(packed, "empty")
     with pytest.raises(DatasetError, match="not 'train'"):
-        trainer.load_split_arrays(packed, "train")
+        load_split_arrays(packed, "train")
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(DatasetError, match="not a packed arrays file"):
-        trainer.read_packed(tmp_path / "junk.npz", "test")
+        read_packed(tmp_path / "junk.npz", "test")
 
 
 def test_classification_report_by_hand():
@@ -283,8 +305,8 @@ def test_export_opset18_dynamo(trained, tmp_path):
 def test_init_from_stage1_with_ablation_option(trained, packed_small, tmp_path):
     """Stages 2-3 from a stage-1 checkpoint, with the no-attention switch (Table IV row)."""
     out, _ = trained
-    cfg = tiny_config(packed_small, tmp_path, stages=[2, 3],
-                      model_options={"attention": "mean"})
+    cfg = tiny_config(packed_small, tmp_path, {"aue_crl.stages": [2, 3],
+                                               "model.kwargs.attention": "mean"})
     trainer.train(cfg, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
     model, payload = load_checkpoint(tmp_path / "model.pt")
     assert payload["model_config"]["attention"] == "mean"
@@ -292,8 +314,8 @@ def test_init_from_stage1_with_ablation_option(trained, packed_small, tmp_path):
     # Stage 1's weights are frozen in stages 2 and 3.
     torch.testing.assert_close(model.state_dict()["backbone.layer4.1.conv2.weight"],
                                start["backbone.layer4.1.conv2.weight"])
-    bad = tiny_config(packed_small, tmp_path / "bad", stages=[2, 3],
-                      model_options={"crop_fc_dim": 8})
+    bad = tiny_config(packed_small, tmp_path / "bad", {"aue_crl.stages": [2, 3],
+                                                       "model.kwargs.crop_fc_dim": 8})
     with pytest.raises(ModelFileError, match="does not fit"):
         trainer.train(bad, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
 
@@ -303,18 +325,18 @@ def test_stage2_au_output_learns_and_depends_on_the_input(trained, packed_small,
     against the pseudo positives of its own training faces its AUC is far above the 0.5 that
     a constant output gets, and it spreads across images. The selection score is that AUC."""
     out, _ = trained
-    cfg = tiny_config(packed_small, tmp_path, stages=[2],
-                      stage2={"epochs": 20, "lr": 0.005, "optimizer": "adamw", "au_loss": "bce",
-                              "weight_decay": 0.0001})
+    cfg = tiny_config(packed_small, tmp_path, {
+        "aue_crl.stages": [2], "aue_crl.stage2": {"epochs": 20, "lr": 0.005, "optimizer": "adamw",
+                                                  "au_loss": "bce", "weight_decay": 0.0001}})
     report = trainer.train(cfg, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
     history = report["stages"]["stage2"]["history"]
     assert history[-1]["score"] == history[-1]["val"]["mean_auc"]
     model, _ = load_checkpoint(tmp_path / "model.pt")
     model.load_state_dict(read_checkpoint(tmp_path / "stage2_last.pt")["state_dict"])
-    arrays = trainer.read_packed(packed_small, "train")
-    probs = torch.sigmoid(torch.from_numpy(trainer.predict_arrays(
-        model, torch.from_numpy(arrays.images), (64, 64), trainer.IMAGENET_MEAN,
-        trainer.IMAGENET_STD, 64, torch.device("cpu"), upto="au")["au_logits"])).numpy()
+    arrays = read_packed(packed_small, "train")
+    probs = torch.sigmoid(torch.from_numpy(predict_arrays(
+        model, torch.from_numpy(arrays.images), (64, 64), IMAGENET_MEAN,
+        IMAGENET_STD, 64, torch.device("cpu"), upto="au")["au_logits"])).numpy()
     from aue_edge.train.losses import pseudo_au_labels
 
     pseudo = pseudo_au_labels(torch.from_numpy(arrays.labels), model.prior_weight,
@@ -332,12 +354,10 @@ def test_ckplus_supervision_records_subjects_and_fits_thresholds(trained, packed
     from aue_edge.train.export import export_checkpoint
 
     out, _ = trained
-    cfg = tiny_config(packed_small, tmp_path, stages=[2, 3],
-                      data={"packed": str(packed_small), "ckplus_root": str(ckplus_root),
-                            "ckplus_fold": 2},
-                      stage2={"epochs": 1, "lr": 0.003, "optimizer": "adamw",
-                              "au_loss": "bce"},
-                      model_options={"attention": "sigmoid"})
+    cfg = tiny_config(packed_small, tmp_path, {
+        "aue_crl.stages": [2, 3], "data.ckplus_root": str(ckplus_root), "data.ckplus_fold": 2,
+        "aue_crl.stage2": {"epochs": 1, "lr": 0.003, "optimizer": "adamw", "au_loss": "bce"},
+        "model.kwargs.attention": "sigmoid"})
     trainer.train(cfg, init_checkpoint=str(out / "stage1_best.pt"), progress=False)
     _, payload = load_checkpoint(tmp_path / "model.pt")
     seen = set(payload["card"]["training"]["ckplus"]["subjects"])
@@ -349,9 +369,8 @@ def test_ckplus_supervision_records_subjects_and_fits_thresholds(trained, packed
     assert card.outputs.au_thresholds == thresholds
     assert card.training["ckplus"]["fold_held_out"] == 2
     with pytest.raises(ConfigError, match="ckplus_fold must be 0"):
-        tiny_config(packed_small, tmp_path / "bad", stages=[2],
-                    data={"packed": str(packed_small), "ckplus_root": str(ckplus_root),
-                          "ckplus_fold": 5})
+        tiny_config(packed_small, tmp_path / "bad", {
+            "aue_crl.stages": [2], "data.ckplus_root": str(ckplus_root), "data.ckplus_fold": 5})
 
 
 def test_sigmoid_attention_trains_from_the_pred1_warm_start(trained):
@@ -384,12 +403,11 @@ def test_fold_runs_refuse_weights_that_saw_the_held_out_fold(trained, packed_sma
     extra = {k: v for k, v in payload.items()
              if k not in ("format", "model_name", "model_config", "state_dict", "card")}
     save_checkpoint(tmp_path / "seen.pt", model, payload["model_name"], card=card, **extra)
-    data = {"packed": str(packed_small), "ckplus_root": str(ckplus_root), "ckplus_fold": 2}
-    cfg = tiny_config(packed_small, tmp_path / "fold2", stages=[2], data=data)
+    data = {"aue_crl.stages": [2], "data.ckplus_root": str(ckplus_root), "data.ckplus_fold": 2}
+    cfg = tiny_config(packed_small, tmp_path / "fold2", data)
     with pytest.raises(ModelFileError, match="CK\\+ subjects of fold 2"):
         trainer.train(cfg, init_checkpoint=str(tmp_path / "seen.pt"), progress=False)
-    cfg = tiny_config(packed_small, tmp_path / "fold1", stages=[2],
-                      data={**data, "ckplus_fold": 1})
+    cfg = tiny_config(packed_small, tmp_path / "fold1", {**data, "data.ckplus_fold": 1})
     trainer.train(cfg, init_checkpoint=str(tmp_path / "seen.pt"), progress=False)
     _, result = load_checkpoint(tmp_path / "fold1" / "model.pt")
     assert set(CKPLUS_FOLDS[1][:3]) <= set(result["card"]["training"]["ckplus"]["subjects"])

@@ -40,13 +40,14 @@ from aue_edge.edge.model_card import FP32_MODEL_FILENAME
 CONFIG = Path(__file__).resolve().parent / "configs" / "aue_crl_r18_au_ckplus.yaml"
 
 VARIANTS: dict[str, dict[str, Any]] = {
-    "paper": {"model_options": {"attention": "kcaus"},
+    "paper": {"model.kwargs": {"attention": "kcaus"},
               "data.ckplus_root": "",
-              "stage2.au_loss": "mse", "stage2.optimizer": "sgd", "stage2.lr": 0.01,
-              "stage2.weight_decay": 0.0005, "stage2.au_pair_weight": 0.0,
-              "stage3.optimizer": "sgd", "stage3.lr": 0.001, "stage3.weight_decay": 0.0005},
+              "aue_crl.stage2.au_loss": "mse", "aue_crl.stage2.optimizer": "sgd",
+              "aue_crl.stage2.lr": 0.01, "aue_crl.stage2.weight_decay": 0.0005,
+              "aue_crl.stage2.au_pair_weight": 0.0, "aue_crl.stage3.optimizer": "sgd",
+              "aue_crl.stage3.lr": 0.001, "aue_crl.stage3.weight_decay": 0.0005},
     "fixed": {"data.ckplus_root": ""},
-    "no_attention": {"model_options": {"attention": "mean"}, "data.ckplus_root": ""},
+    "no_attention": {"model.kwargs": {"attention": "mean"}, "data.ckplus_root": ""},
     "fixed_ckplus": {},
 }
 
@@ -54,17 +55,18 @@ VARIANTS: dict[str, dict[str, Any]] = {
 def _train(init: Path, out_dir: Path, overrides: dict[str, Any], seed: int, fold: int | None,
            budget: dict[str, Any], ckplus_root: str, ferplus_root: str) -> Path:
     from aue_edge.train import trainer
+    from aue_edge.train.config import load_config
     from aue_edge.train.export import export_checkpoint
 
     onnx_path = out_dir / "onnx" / FP32_MODEL_FILENAME
     if onnx_path.is_file():
         return onnx_path
-    settings = {"seed": seed, "out_dir": str(out_dir), "data.root": ferplus_root,
-                "data.ckplus_root": ckplus_root, "stage2.reinit": True, "stage3.reinit": True,
-                **budget, **overrides}
+    settings = {"run.seed": seed, "run.out_dir": str(out_dir), "data.root": ferplus_root,
+                "data.ckplus_root": ckplus_root, "aue_crl.stage2.reinit": True,
+                "aue_crl.stage3.reinit": True, **budget, **overrides}
     if fold is not None:
         settings["data.ckplus_fold"] = fold
-    cfg = trainer.load_config(CONFIG, settings)
+    cfg = load_config(CONFIG, settings)
     trainer.train(cfg, init_checkpoint=str(init), progress=False)
     return export_checkpoint(out_dir / "model.pt", out_dir / "onnx")
 
@@ -178,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     args = parser.parse_args(argv)
     budget = {"data.limit_train": args.fer_images, "data.limit_val": 1000,
-              "stage2.max_images": 0, "stage2.epochs": args.epochs2,
-              "stage3.epochs": args.epochs3, "num_threads": args.threads}
+              "aue_crl.stage2.max_images": 0, "aue_crl.stage2.epochs": args.epochs2,
+              "aue_crl.stage3.epochs": args.epochs3, "run.num_threads": args.threads}
     results = run_ablation(args.init, args.out, tuple(args.seeds), args.ferplus_root,
                            args.ckplus_root, tuple(args.variants), budget)
     print(markdown_table(results))

@@ -10,44 +10,38 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
 from aue_edge.core.config_files import read_json
 from aue_edge.core.errors import ConfigError
 
 
-def _parse_set(values: list[str]) -> dict:
-    overrides = {}
-    for item in values:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE (e.g. stage1.epochs=30), got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
-    return overrides
-
-
 def train_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="aue train", description="Train AUE-CRL (or its baseline) from a YAML config: "
-        "stage 1 expression, stage 2 AU (knowledge pseudo labels), stage 3 attention fusion.")
+        prog="aue train", description="Train a model from a YAML config (aue_edge/train/configs/); its "
+        "model.name picks the trainer: AUE-CRL (or its baseline: stage 1 expression, stage 2 AU "
+        "from knowledge pseudo labels, stage 3 attention fusion) or an AU detector (LP-Net, "
+        "GTLE-Net, KDSRL).")
     parser.add_argument("config", help="training config YAML (see aue_edge/train/configs/)")
     parser.add_argument("--stage", action="append", type=int, choices=(1, 2, 3),
-                        help="run only this stage (repeatable); later stages start from the "
-                             "previous stage's best checkpoint in --out-dir")
+                        help="AUE-CRL: run only this stage (repeatable; config: "
+                             "aue_crl.stages); later stages start from the previous stage's "
+                             "best checkpoint in --out-dir")
     parser.add_argument("--init", metavar="CKPT",
                         help="start the first stage from this checkpoint instead")
     parser.add_argument("--resume", action="store_true",
                         help="continue each stage from its stageN_last.pt in --out-dir")
-    parser.add_argument("--out-dir", help="where checkpoints and reports go (config: out_dir)")
+    parser.add_argument("--out-dir",
+                        help="where checkpoints and reports go (config: run.out_dir)")
     parser.add_argument("--root", help="data set folder (config: data.root)")
     parser.add_argument("--packed", help="packed arrays file (config: data.packed)")
-    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (config: device)")
+    parser.add_argument("--device", help="auto | cpu | cuda | cuda:N (config: run.device)")
     parser.add_argument("--pretrained", metavar="PATH",
-                        help="torchvision-format ResNet weights for the backbone")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--batch-size", type=int)
+                        help="AUE-CRL: torchvision-format ResNet weights for the backbone "
+                             "(config: model.pretrained)")
+    parser.add_argument("--seed", type=int, help="config: run.seed")
+    parser.add_argument("--batch-size", type=int, help="config: run.batch_size")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override any config key, e.g. --set stage1.epochs=30")
+                        help="override any config key, e.g. --set aue_crl.stage1.epochs=30 or "
+                             "--set run.num_threads=2 (repeatable; VALUE is YAML)")
     parser.add_argument("--pack-data", metavar="FILE",
                         help="write the config's train and validation splits to a packed "
                              "arrays file (lzma .npz.xz) and exit; train elsewhere with "
@@ -57,31 +51,37 @@ def train_main(argv: list[str]) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     args = parser.parse_args(argv)
 
-    from aue_edge.train.au.run import is_au_config, train_from_config
+    from aue_edge.train.run_config import cli_overrides, read_config_family
 
-    if is_au_config(args.config):  # LP-Net, GTLE-Net, KDSRL have their own stage trainers
+    overrides = cli_overrides(args.set, out_dir=args.out_dir, root=args.root,
+                              packed=args.packed, device=args.device, seed=args.seed,
+                              batch_size=args.batch_size)
+    if read_config_family(args.config) != "aue_crl":  # LP-Net, GTLE-Net, KDSRL: own trainers
+        from aue_edge.train.au.run import au_flag_overrides, train_from_config
+
         if args.pack_data:
             raise ConfigError("--pack-data: pack FER+ with an AUE-CRL config (the arrays are the "
                               "same); AU configs read the file through data.packed / --packed")
-        train_from_config(args.config, args)
+        overrides.update(au_flag_overrides(init=args.init, resume=args.resume,
+                                           progress=not args.no_progress, stages=args.stage,
+                                           pretrained=args.pretrained))
+        train_from_config(args.config, overrides)
         return 0
 
     from aue_edge.train import trainer
+    from aue_edge.train.arrays import load_split_arrays, pack_arrays
+    from aue_edge.train.config import load_config
 
-    overrides = _parse_set(args.set)
-    for flag, key in (("out_dir", "out_dir"), ("root", "data.root"), ("packed", "data.packed"),
-                      ("device", "device"), ("pretrained", "pretrained"), ("seed", "seed"),
-                      ("batch_size", "batch_size")):
-        if getattr(args, flag) is not None:
-            overrides[key] = getattr(args, flag)
+    if args.pretrained is not None:
+        overrides["model.pretrained"] = args.pretrained
     if args.stage:
-        overrides["stages"] = sorted(set(args.stage))
-    cfg = trainer.load_config(args.config, overrides)
+        overrides["aue_crl.stages"] = sorted(set(args.stage))
+    cfg = load_config(args.config, overrides)
     if args.pack_data:
         splits = args.pack_splits or [cfg.data.train_split, cfg.data.val_split]
-        arrays = {s: trainer.load_split_arrays(cfg.data, s, progress=not args.no_progress)
+        arrays = {s: load_split_arrays(cfg.data, s, progress=not args.no_progress)
                   for s in splits}
-        path = trainer.pack_arrays(args.pack_data, arrays)
+        path = pack_arrays(args.pack_data, arrays)
         counts = {s: len(a.labels) for s, a in arrays.items()}
         print(f"packed {counts} images into {path} ({path.stat().st_size / 1e6:.1f} MB)")
         return 0

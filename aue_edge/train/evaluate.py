@@ -143,7 +143,8 @@ def evaluate_model(model_path: str | Path, dataset: str = "ferplus", root: str =
                    confusion_png: str | Path | None = None, progress: bool = True
                    ) -> dict[str, Any]:
     """Evaluate a ``.onnx`` (ONNX Runtime) or a ``.pt`` checkpoint (torch) on one split."""
-    from aue_edge.train.trainer import DataConfig, load_split_arrays
+    from aue_edge.train.arrays import load_split_arrays
+    from aue_edge.train.config import DataConfig
 
     model_path = Path(model_path)
     if not model_path.is_file():

@@ -1,16 +1,8 @@
-"""Training: YAML config, device-resident data, a generic epoch loop with checkpoint + resume,
-and the AUE-CRL three-stage schedule. Train stage (torch); ``aue train`` calls :func:`train`.
+"""AUE-CRL's three-stage schedule; ``aue train`` calls :func:`train`. Train stage (torch).
 
-Generic pieces (the AU detectors' trainers reuse them):
-
-* :func:`load_split_arrays` / :func:`pack_arrays`: a data set split as uint8 arrays, from the
-  reader (FER+ layout) or from a *packed arrays file* (``.npz`` or lzma-compressed ``.npz.xz``
-  written by ``aue train CONFIG --pack-data FILE``), which is how a run ships FER+ to a remote
-  GPU machine in one small file;
-* :func:`iterate_batches`: shuffled index batches over device-resident arrays;
-* :func:`run_epochs`: the epoch loop (tqdm, AMP, per-step LR, validation, ``{tag}_last.pt`` every
-  epoch for resume and ``{tag}_best.pt`` on the best validation score);
-* :func:`predict_arrays`: batched inference over uint8 images.
+The pieces it runs on live beside it: the config (:mod:`aue_edge.train.config`), the data arrays
+(:mod:`aue_edge.train.arrays`), the epoch loop (:mod:`aue_edge.train.loop`) and the DDP helpers
+(:mod:`aue_edge.train.distributed`).
 
 AUE-CRL schedule (paper Sec. III-D): stage 1 trains backbone + expression classifier with CE;
 stage 2 freezes them and trains the AU branch, crop nets, AU head and W on knowledge pseudo
@@ -19,543 +11,32 @@ L_e = CE + alpha (l_p + l_n). Frozen modules run in eval mode (their BN statisti
 dropout off). Each stage starts from the previous stage's best checkpoint. Model selection uses
 the validation split only; ``aue evaluate`` reports the test split.
 
-Multi-GPU: started with ``torchrun --nproc_per_node=K -m aue_edge.cli train CONFIG``, each rank
-takes its share of every batch and gradients are all-reduced (DDP). This path has not been
-executed on this project's machines (one GPU at most); single-GPU and CPU runs have.
+Several processes: started with ``torchrun --nproc_per_node=K -m aue_edge.cli train CONFIG``,
+each rank takes its share of every batch, gradients and logged losses are averaged over the
+ranks (DDP), rank 0 validates and writes. ``tests/test_ddp.py`` runs it on the CPU (Gloo); it
+has not been executed on several GPUs (NCCL).
 """
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import lzma
-import math
-import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from aue_edge.core.config_files import check_fields, read_yaml
-from aue_edge.core.errors import ConfigError, DatasetError, ModelFileError
-from aue_edge.train.augment import AugmentConfig, GpuAugment, preprocess
+from aue_edge.core.errors import ConfigError, ModelFileError
+from aue_edge.train.arrays import (CkPlusArrays, SplitArrays, load_ckplus_arrays,
+                                   load_split_arrays)
+from aue_edge.train.augment import GpuAugment
+from aue_edge.train.config import DataConfig, StageConfig, TrainConfig
+from aue_edge.train.distributed import setup_distributed
+from aue_edge.train.loop import make_optimizer, predict_arrays, run_epochs
 from aue_edge.train.metrics import au_pseudo_label_stats, classification_report
-from aue_edge.train.runtime import (read_checkpoint, save_checkpoint, seed_everything,
-                                    select_device)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-PACKED_FORMAT = "aue_edge.packed_arrays.v1"
-
-# ---------------------------------------------------------------------------------------------
-# Configuration (one YAML per run; frozen dataclasses validated on load; CLI flags override)
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    dataset: str = "ferplus"
-    root: str = ""                 # data set folder in its published layout
-    packed: str = ""               # packed arrays file; used instead of root when set
-    label_mode: str = "majority"
-    train_split: str = "train"
-    val_split: str = "valid"
-    limit_train: int = 0           # first N images only (0 = all): smoke runs and tests
-    limit_val: int = 0
-    # Real AU labels (stages 2-3): CK+ faces mixed into every batch (stageN.ckplus_fraction).
-    # ckplus_fold k trains on the other two folds' subjects (a cross-validation model for fold
-    # k); 0 on every subject.
-    ckplus_root: str = ""
-    ckplus_fold: int = 0
-
-
-@dataclass(frozen=True)
-class InputConfig:
-    color: str = "gray3"           # FER+ is grey; replicated to the 3 channels
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-
-
-@dataclass(frozen=True)
-class StageConfig:
-    epochs: int = 0
-    max_images: int = 0            # this stage's epochs cover the first N training images (0 all)
-    ckplus_fraction: float = 0.25  # with data.ckplus_root: this share of a batch is CK+ faces
-    lr: float = 0.01
-    optimizer: str = "sgd"         # sgd (paper: momentum 0.9) | adamw
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"       # cosine | step (x0.1 at 3/8 and 3/4 of the epochs, paper)
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
-    # stage 2 (AU): pseudo-label regression + W's prior regulariser (+ code's pair term)
-    au_loss: str = "bce"           # bce (default: learns) | mse (paper) | weighted_mse (code)
-    prior_regulariser: str = "l2"  # l2 (paper) | l1 (code)
-    prior_weight: float = 1.0
-    au_pair_weight: float = 0.0    # code: 0.5 on the AU predictions; paper: none
-    # stage 3 (fusion): CE(pred2) + alpha (l_p + l_n) on the attention probabilities
-    pair_variant: str = "paper"    # paper | code
-    pair_weight: float = 0.5       # alpha (paper 0.5; code 0.05)
-    pair_threshold: float = 0.5
-    expr_ce_weight: float = 0.0    # code adds CE(pred1) in stage 3 (and trains pred1)
-    # Start pred2 as pred1 on f_e with zero weight on f_a (ours, not the paper's: stage 3 then
-    # begins at stage 1's accuracy and the attention path only has to add to it).
-    init_fused_from_pred1: bool = False
-    # Re-initialise this stage's modules before it trains (the paper's stages start their
-    # modules fresh); off: continue from the weights the starting checkpoint holds.
-    reinit: bool = False
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    model: str
-    model_options: dict = field(default_factory=dict)
-    data: DataConfig = DataConfig()
-    input: InputConfig = InputConfig()
-    augment: AugmentConfig = AugmentConfig()
-    stages: tuple[int, ...] = (1, 2, 3)
-    stage1: StageConfig = StageConfig()
-    stage2: StageConfig = StageConfig()
-    stage3: StageConfig = StageConfig()
-    batch_size: int = 256
-    eval_batch_size: int = 512
-    select_metric: str = "accuracy"  # accuracy | mean_class_accuracy (validation split)
-    seed: int = 0
-    device: str = "auto"
-    amp: bool = True               # bf16 autocast on CUDA; ignored on CPU
-    channels_last: bool = True
-    num_threads: int = 0           # torch CPU threads (0 = torch's default)
-    pretrained: str = ""           # torchvision-format ResNet state dict for the backbone
-    out_dir: str = "runs/aue_crl"
-
-    def stage(self, n: int) -> StageConfig:
-        return getattr(self, f"stage{n}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
-
-
-_SECTIONS = {"data": DataConfig, "input": InputConfig, "augment": AugmentConfig,
-             "stage1": StageConfig, "stage2": StageConfig, "stage3": StageConfig}
-
-
-def _build(cls: type, values: Any, where: str) -> Any:
-    values = check_fields(cls, values, where)
-    defaults = cls()
-    kwargs = {}
-    for key, value in values.items():
-        if isinstance(getattr(defaults, key), tuple) and isinstance(value, list):
-            value = tuple(value)  # YAML lists -> the tuples the frozen config holds
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def config_from_dict(raw: dict[str, Any], origin: str = "<config>") -> TrainConfig:
-    """Build and validate a :class:`TrainConfig` from parsed YAML."""
-    if not isinstance(raw, dict) or "model" not in raw:
-        raise ConfigError(f"{origin}: a training config is a mapping with at least 'model'")
-    top = {}
-    for key, value in raw.items():
-        if key in _SECTIONS:
-            top[key] = _build(_SECTIONS[key], value or {}, f"{origin}: {key}")
-        elif key == "stages":
-            top[key] = tuple(int(s) for s in (value if isinstance(value, list) else [value]))
-        else:
-            top[key] = value
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(top) - names)
-    if unknown:
-        raise ConfigError(f"{origin}: unknown key(s) {unknown}; known keys: {sorted(names)}")
-    cfg = TrainConfig(**top)
-    validate_config(cfg, origin)
-    return cfg
-
-
-def validate_config(cfg: TrainConfig, origin: str = "<config>") -> None:
-    problems = []
-    if not set(cfg.stages) <= {1, 2, 3} or not cfg.stages or list(cfg.stages) != sorted(
-            set(cfg.stages)):
-        problems.append(f"stages must be an increasing subset of [1, 2, 3], got "
-                        f"{list(cfg.stages)}")
-    for n in cfg.stages if set(cfg.stages) <= {1, 2, 3} else ():
-        st = cfg.stage(n)
-        if st.epochs <= 0:
-            problems.append(f"stage{n}.epochs must be > 0 for a stage that runs, got "
-                            f"{st.epochs}")
-        if st.lr <= 0:
-            problems.append(f"stage{n}.lr must be > 0, got {st.lr}")
-        if st.optimizer not in ("sgd", "adamw"):
-            problems.append(f"stage{n}.optimizer must be sgd or adamw, got {st.optimizer!r}")
-        if st.schedule not in ("cosine", "step"):
-            problems.append(f"stage{n}.schedule must be cosine or step, got {st.schedule!r}")
-        if not 0 <= st.ckplus_fraction < 1:
-            problems.append(f"stage{n}.ckplus_fraction must be in [0, 1)")
-        if st.max_images < 0:
-            problems.append(f"stage{n}.max_images must be >= 0 (0 = every image)")
-        if not 0 <= st.label_smoothing < 1:
-            problems.append(f"stage{n}.label_smoothing must be in [0, 1)")
-    if cfg.batch_size < 2 or cfg.eval_batch_size < 1:
-        problems.append("batch_size must be >= 2 (BatchNorm) and eval_batch_size >= 1")
-    if cfg.select_metric not in ("accuracy", "mean_class_accuracy"):
-        problems.append(f"select_metric must be accuracy or mean_class_accuracy, got "
-                        f"{cfg.select_metric!r}")
-    if cfg.data.label_mode not in ("majority", "probability"):
-        problems.append(f"data.label_mode must be majority or probability, got "
-                        f"{cfg.data.label_mode!r}")
-    if not cfg.data.root and not cfg.data.packed:
-        problems.append("data.root (data set folder) or data.packed (packed arrays) is needed")
-    if cfg.data.ckplus_root and cfg.data.ckplus_fold not in (0, 1, 2, 3):
-        problems.append(f"data.ckplus_fold must be 0 (all subjects) or 1..3, got "
-                        f"{cfg.data.ckplus_fold}")
-    if cfg.input.color != "gray3":
-        problems.append(f"input.color {cfg.input.color!r}: the grey FER+ trainer feeds gray3")
-    if problems:
-        raise ConfigError(f"{origin}: invalid training config: " + "; ".join(problems))
-
-
-def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a YAML config; ``overrides`` maps dotted keys (``stage1.epochs``) to values."""
-    path = Path(path)
-    raw = read_yaml(path, "training config") or {}
-    for dotted, value in (overrides or {}).items():
-        node = raw
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return config_from_dict(raw, str(path))
-
-
-# ---------------------------------------------------------------------------------------------
-# Data arrays
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class SplitArrays:
-    """One split as arrays: uint8 images (N, H, W), int64 labels, float32 label distributions."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    probs: np.ndarray
-    names: list[str]
-    label_names: tuple[str, ...]
-    source: str
-
-
-def load_split_arrays(data: DataConfig, split: str, limit: int = 0,
-                      progress: bool = True) -> SplitArrays:
-    """A split from the packed arrays file when ``data.packed`` is set, else from the reader."""
-    if data.packed:
-        arrays = read_packed(data.packed, split)
-        if arrays.label_names and data.label_mode not in arrays.source:
-            raise DatasetError(f"{data.packed} was packed for {arrays.source}, but the config "
-                               f"asks for label_mode {data.label_mode!r}; re-pack the data")
-    else:
-        from aue_edge.data import get_dataset
-
-        kwargs = {"label_mode": data.label_mode} if data.dataset == "ferplus" else {}
-        dataset = get_dataset(data.dataset, data.root, split, **kwargs)
-        if not hasattr(dataset, "load_arrays"):
-            raise DatasetError(f"data set {data.dataset!r} has no array loader; the AUE-CRL "
-                               f"trainer reads FER+-style grey arrays")
-        images, labels, probs, names = dataset.load_arrays(progress=progress)
-        arrays = SplitArrays(images, labels, probs, list(names), tuple(dataset.labels),
-                             f"{data.dataset}:{data.root}:{split}:{data.label_mode}")
-    if limit:
-        arrays = SplitArrays(arrays.images[:limit], arrays.labels[:limit], arrays.probs[:limit],
-                             arrays.names[:limit], arrays.label_names, arrays.source)
-    if len(arrays.labels) == 0:
-        raise DatasetError(f"split {split!r} of {data.packed or data.root} holds no images "
-                           f"after the label rule; nothing to train or evaluate on")
-    return arrays
-
-
-def pack_arrays(path: str | Path, splits: dict[str, SplitArrays], compress: bool = True) -> Path:
-    """Write splits to one ``.npz`` (``compress``: lzma, ``.npz.xz``; FER+ train+valid ~50 MB)."""
-    path = Path(path)
-    payload: dict[str, np.ndarray] = {}
-    meta = {"format": PACKED_FORMAT, "splits": {}}
-    for split, arr in splits.items():
-        payload[f"{split}/images"] = arr.images
-        payload[f"{split}/labels"] = arr.labels
-        payload[f"{split}/probs"] = arr.probs
-        payload[f"{split}/names"] = np.asarray(arr.names)
-        meta["splits"][split] = {"label_names": list(arr.label_names), "source": arr.source,
-                                 "num_images": int(len(arr.labels))}
-    payload["meta"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    buffer = io.BytesIO()
-    np.savez(buffer, **payload)
-    data = buffer.getvalue()
-    if compress:
-        data = lzma.compress(data, preset=6)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return path
-
-
-def read_packed(path: str | Path, split: str) -> SplitArrays:
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"packed arrays file {path} does not exist; write one with "
-                           f"'aue train CONFIG --pack-data {path}'")
-    data = path.read_bytes()
-    try:
-        if data[:6] == b"\xfd7zXZ\x00":
-            data = lzma.decompress(data)
-        npz = np.load(io.BytesIO(data), allow_pickle=False)
-        meta = json.loads(bytes(npz["meta"]).decode("utf-8"))
-    except (lzma.LZMAError, ValueError, KeyError, OSError) as exc:
-        raise DatasetError(f"{path} is not a packed arrays file ({type(exc).__name__}: "
-                           f"{exc}); write one with 'aue train CONFIG --pack-data FILE'") from None
-    if meta.get("format") != PACKED_FORMAT:
-        raise DatasetError(f"{path}: format {meta.get('format')!r}, expected {PACKED_FORMAT!r}")
-    if split not in meta["splits"]:
-        raise DatasetError(f"{path} holds splits {sorted(meta['splits'])}, not {split!r}")
-    info = meta["splits"][split]
-    return SplitArrays(npz[f"{split}/images"], npz[f"{split}/labels"], npz[f"{split}/probs"],
-                       [str(n) for n in npz[f"{split}/names"]], tuple(info["label_names"]),
-                       info["source"])
-
-
-# ---------------------------------------------------------------------------------------------
-# Generic loop pieces
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device_request: str) -> tuple[torch.device, DistInfo]:
-    """Single process unless started by torchrun (WORLD_SIZE > 1): then NCCL/Gloo DDP."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return select_device(device_request), DistInfo()
-    import torch.distributed as dist
-
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        device = torch.device("cuda", local_rank)
-        backend = "nccl"
-    else:
-        device, backend = torch.device("cpu"), "gloo"
-    if not dist.is_initialized():
-        dist.init_process_group(backend)
-    return device, DistInfo(dist.get_rank(), dist.get_world_size())
-
-
-def iterate_batches(num_items: int, batch_size: int, generator: torch.Generator,
-                    device: torch.device, dist_info: DistInfo = DistInfo()
-                    ) -> Iterator[torch.Tensor]:
-    """Shuffled index batches; the last incomplete batch is dropped (BatchNorm needs > 1).
-
-    Under DDP every rank draws the same permutation (same seed) and takes its slice.
-    """
-    perm = torch.randperm(num_items, generator=generator).to(device)
-    per_rank = batch_size // dist_info.world_size
-    for start in range(0, num_items - batch_size + 1, batch_size):
-        batch = perm[start:start + batch_size]
-        yield batch[dist_info.rank * per_rank:(dist_info.rank + 1) * per_rank]
-
-
-def lr_factor(schedule: str, progress: float, warmup_frac: float) -> float:
-    """LR multiplier at ``progress`` in [0, 1) of a stage: linear warm-up, then cosine or the
-    paper's step schedule (x1, x0.1 after 15/40, x0.01 after 30/40 of the epochs)."""
-    if warmup_frac > 0 and progress < warmup_frac:
-        return (progress + 1e-3) / warmup_frac
-    if schedule == "cosine":
-        rest = (progress - warmup_frac) / max(1e-8, 1.0 - warmup_frac)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, rest)))
-    return 1.0 if progress < 15 / 40 else (0.1 if progress < 30 / 40 else 0.01)
-
-
-def make_optimizer(params: list[torch.nn.Parameter], st: StageConfig) -> torch.optim.Optimizer:
-    """SGD (Nesterov) or AdamW; no weight decay on BN/bias vectors or on parameters marked
-    ``no_decay`` (AUE-CRL's W has its own prior regulariser)."""
-    decay = [p for p in params if p.ndim > 1 and not getattr(p, "no_decay", False)]
-    decay_ids = {id(p) for p in decay}
-    no_decay = [p for p in params if id(p) not in decay_ids]
-    groups = [{"params": decay, "weight_decay": st.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    if st.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=st.lr, momentum=st.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=st.lr)
-
-
-def autocast_context(device: torch.device, enabled: bool):
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast("cpu", enabled=False)
-
-
-StepFn = Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
-ValidateFn = Callable[[], tuple[float, dict[str, Any]]]
-
-
-def run_epochs(*, model: torch.nn.Module, model_name: str, optimizer: torch.optim.Optimizer,
-               step: StepFn, num_items: int, batch_size: int, epochs: int, st: StageConfig,
-               validate: ValidateFn, out_dir: Path, tag: str, device: torch.device,
-               generator: torch.Generator, amp: bool = True, resume: bool = False,
-               extra: dict[str, Any] | None = None, dist_info: DistInfo = DistInfo(),
-               grad_clip: float = 5.0, progress: bool = True) -> dict[str, Any]:
-    """Train for ``epochs`` epochs, validating after each; returns the history and best score.
-
-    ``step(batch_indices) -> (loss, logs)``. Checkpoints: ``{tag}_last.pt`` every epoch (model,
-    optimizer, epoch, RNG state, history: ``resume=True`` continues from it) and ``{tag}_best.pt``
-    when ``validate()``'s score improves. ``extra`` goes into both (config, card fields).
-    """
-    out_dir = Path(out_dir)
-    last_path, best_path = out_dir / f"{tag}_last.pt", out_dir / f"{tag}_best.pt"
-    history: list[dict[str, Any]] = []
-    best_score, start_epoch = -math.inf, 0
-    if resume and last_path.is_file():
-        state = read_checkpoint(last_path)
-        if state.get("tag") != tag:
-            raise ModelFileError(f"{last_path} belongs to {state.get('tag')!r}, not {tag!r}")
-        getattr(model, "module", model).load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        generator.set_state(state["generator"])
-        start_epoch, best_score = int(state["epoch"]), float(state["best_score"])
-        history = list(state["history"])
-        if dist_info.is_main:
-            print(f"resumed {tag} from {last_path} at epoch {start_epoch}/{epochs}")
-    steps_per_epoch = max(1, num_items // batch_size)
-    total_steps = steps_per_epoch * epochs
-    warmup_frac = st.warmup_epochs / epochs if epochs else 0.0
-    params = [p for g in optimizer.param_groups for p in g["params"]]
-    for epoch in range(start_epoch, epochs):
-        t0 = time.time()
-        sums: dict[str, float] = {}
-        count = 0
-        bar = tqdm(iterate_batches(num_items, batch_size, generator, device, dist_info),
-                   total=steps_per_epoch, desc=f"{tag} epoch {epoch + 1}/{epochs}", unit="batch",
-                   disable=not (progress and dist_info.is_main), leave=False, mininterval=2.0)
-        for i, batch in enumerate(bar):
-            factor = lr_factor(st.schedule, (epoch * steps_per_epoch + i) / total_steps,
-                               warmup_frac)
-            for group in optimizer.param_groups:
-                group["lr"] = st.lr * factor
-            with autocast_context(device, amp):
-                loss, logs = step(batch)
-            if not torch.isfinite(loss):
-                raise ConfigError(f"{tag}: loss became {loss.item()} at epoch {epoch + 1} step "
-                                  f"{i}; lower the learning rate ({st.lr})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, grad_clip)
-            optimizer.step()
-            count += 1
-            for key, value in logs.items():
-                sums[key] = sums.get(key, 0.0) + value
-        train_logs = {k: v / max(1, count) for k, v in sums.items()}
-        score, val_metrics = validate()
-        improved = score > best_score
-        best_score = max(best_score, score)
-        record = {"epoch": epoch + 1, "train": train_logs, "val": val_metrics,
-                  "score": score, "seconds": round(time.time() - t0, 2),
-                  "lr_end": optimizer.param_groups[0]["lr"]}
-        history.append(record)
-        if dist_info.is_main:
-            loss_text = " ".join(f"{k}={v:.4f}" for k, v in train_logs.items())
-            print(f"{tag} epoch {epoch + 1}/{epochs}: {loss_text} val_score={score:.4f}"
-                  f"{' *' if improved else ''} ({record['seconds']} s)", flush=True)
-            common = {"tag": tag, "epoch": epoch + 1, "best_score": best_score,
-                      "history": history, **(extra or {})}
-            if improved:
-                save_checkpoint(best_path, model, model_name, **common, val_metrics=val_metrics)
-            save_checkpoint(last_path, model, model_name, **common,
-                            optimizer=optimizer.state_dict(), generator=generator.get_state())
-    return {"history": history, "best_score": best_score, "best_path": str(best_path),
-            "last_path": str(last_path)}
-
-
-@torch.no_grad()
-def predict_arrays(model: torch.nn.Module, images: torch.Tensor, size_px: tuple[int, int],
-                   mean: tuple, std: tuple, batch_size: int, device: torch.device,
-                   upto: str = "full", amp: bool = True,
-                   channels_last: bool = False) -> dict[str, np.ndarray]:
-    """Run ``model`` (eval mode) over uint8 images; returns every output as float32 numpy."""
-    was_training = model.training
-    model.eval()
-    chunks: dict[str, list[np.ndarray]] = {}
-    try:
-        for start in range(0, len(images), batch_size):
-            x = preprocess(images[start:start + batch_size].to(device), size_px, mean, std)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast_context(device, amp):
-                out = model(x, upto=upto)
-            for key, value in out.items():
-                chunks.setdefault(key, []).append(value.float().cpu().numpy())
-    finally:
-        model.train(was_training)
-    return {k: np.concatenate(v) for k, v in chunks.items()}
-
-
-# ---------------------------------------------------------------------------------------------
-# AUE-CRL three-stage training
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CkPlusArrays:
-    """CK+ training faces for stages 2-3: labels in the model's label space, AUs in its AU
-    order (``known`` False for a model AU that CK+ does not code)."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    aus: np.ndarray
-    known: np.ndarray
-    subjects: list[str]
-    fold: int
-
-
-def load_ckplus_arrays(data: DataConfig, emotion_labels: tuple[str, ...],
-                       au_names: tuple[str, ...], progress: bool = True) -> CkPlusArrays | None:
-    """The CK+ faces a run trains on (``data.ckplus_root``; fold 0 = every subject), or None."""
-    if not data.ckplus_root:
-        return None
-    from aue_edge.data.ckplus import CKPLUS_AUS, CkPlus
-    from aue_edge.data.knowledge import label_mapping
-
-    if not au_names:
-        raise ConfigError("data.ckplus_root gives real AU labels, but this model has no AU "
-                          "branch (the backbone baseline); drop data.ckplus_root")
-    reader = CkPlus(data.ckplus_root, "all" if data.ckplus_fold == 0 else "train",
-                    max(1, data.ckplus_fold))
-    images, labels, _probs, _names = reader.load_arrays(progress=progress)
-    mapping = label_mapping(reader.labels, emotion_labels)
-    if (mapping < 0).any():
-        missing = [n for n, m in zip(reader.labels, mapping) if m < 0]
-        raise ConfigError(f"the model's labels {list(emotion_labels)} lack the CK+ emotions "
-                          f"{missing}; CK+ faces cannot be trained on")
-    matrix = reader.au_matrix()
-    known = np.array([a in CKPLUS_AUS for a in au_names])
-    aus = np.zeros((len(labels), len(au_names)), dtype=np.float32)
-    for j, name in enumerate(au_names):
-        if known[j]:
-            aus[:, j] = matrix[:, CKPLUS_AUS.index(name)]
-    return CkPlusArrays(images, mapping[labels], aus, np.broadcast_to(known, aus.shape).copy(),
-                        list(reader.subjects), data.ckplus_fold)
+from aue_edge.train.runtime import read_checkpoint, save_checkpoint, seed_everything
 
 
 def fit_au_thresholds(au_probs: np.ndarray, aus: np.ndarray, known: np.ndarray,
@@ -654,6 +135,10 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     device, dist_info = setup_distributed(cfg.device)
+    if cfg.batch_size % dist_info.world_size:
+        raise ConfigError(f"batch_size {cfg.batch_size} is the batch over all "
+                          f"{dist_info.world_size} processes and must divide evenly among them; "
+                          f"set a multiple of {dist_info.world_size}")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -667,7 +152,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
 
     inherited_ckplus: set[str] = set()
     if init_checkpoint:
-        # Rebuild from the checkpoint's own config; model_options may change options that add
+        # Rebuild from the checkpoint's own config; model.kwargs may change options that add
         # no parameters (e.g. attention: mean for the no-attention ablation); weights load
         # strictly, so a structural change is reported rather than half-loaded.
         payload = read_checkpoint(init_checkpoint)
@@ -679,7 +164,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
             model.load_state_dict(payload["state_dict"], strict=True)
         except RuntimeError as exc:
             raise ModelFileError(f"{init_checkpoint} does not fit {model_name!r} with "
-                                 f"model_options {cfg.model_options}: {exc}") from None
+                                 f"model.kwargs {cfg.model_options}: {exc}") from None
     else:
         model_name = cfg.model
         options = dict(cfg.model_options)
@@ -716,7 +201,8 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
     val_images = torch.from_numpy(val_arr.images)
     augment = GpuAugment(cfg.augment, size_px, mean, std)
     generator = torch.Generator().manual_seed(cfg.seed)
-    aug_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    # Each rank warps its own share of a batch: its own augmentation stream.
+    aug_generator = torch.Generator(device=device).manual_seed(cfg.seed + 1 + dist_info.rank)
     extra = {"train_config": cfg.to_dict(),
              "card": card_fields(cfg, model, train_arr, ck, inherited_ckplus)}
     if model.cfg.branches == "full":
@@ -733,11 +219,13 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
               f"val {len(val_arr.labels)} images on {device}", flush=True)
 
     def with_ckplus(idx: torch.Tensor, fraction: float) -> torch.Tensor:
-        """A FER+ batch plus ``fraction`` of a batch of CK+ faces drawn at random."""
+        """A FER+ batch plus ``fraction`` of a batch of CK+ faces drawn at random (under DDP
+        every rank draws the same faces and takes its share of them)."""
         count = round(fraction * cfg.batch_size)
         if not ck or count == 0:
             return idx
         pick = torch.randint(len(ck_index), (count,), generator=generator)
+        pick = torch.tensor_split(pick, dist_info.world_size)[dist_info.rank]
         return torch.cat([idx, ck_index[pick.to(device)]])
 
     def batch_inputs(idx: torch.Tensor) -> torch.Tensor:
@@ -771,8 +259,10 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
         optimizer = make_optimizer(params, st)
         train_model = model
         if dist_info.world_size > 1:
+            # The mean-attention ablation leaves stage 3's attention modules out of the forward.
             train_model = torch.nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+                model, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=stage == 3 and model.cfg.attention == "mean")
 
         if stage == 1:
             targets = (torch.from_numpy(train_arr.probs).to(device)
@@ -905,4 +395,6 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
         print(f"done in {report['train_seconds']} s: val accuracy "
               f"{val_report['accuracy']:.4f}, mean class accuracy "
               f"{val_report['mean_class_accuracy']:.4f}; model {out_dir / 'model.pt'}")
+    if dist_info.world_size > 1:
+        torch.distributed.destroy_process_group()
     return report

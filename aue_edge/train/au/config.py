@@ -11,11 +11,11 @@ keys) are applied before validation::
     augment: {flip_prob: 0.5, ...}             # aue_edge.train.augment.AugmentConfig
     lp_net:  {...} | gtle_net: {...} | kdsrl: {...}   # the method's stages, one section
 
-The method section is chosen by the model family (the registered name's prefix).
+This is the layout every training config shares (:mod:`aue_edge.train.run_config`, AUE-CRL's
+too); the method section is chosen by the model family (the registered name's prefix).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +24,7 @@ from typing import Any
 from aue_edge.core.config_files import check_fields, read_yaml
 from aue_edge.core.errors import ConfigError
 from aue_edge.train.augment import AugmentConfig
-
-FAMILIES = ("lp_net", "gtle_net", "kdsrl")
+from aue_edge.train.run_config import AU_FAMILIES as FAMILIES, apply_overrides, family_of
 DATASETS = ("ferplus", "bp4d", "disfa", "ckplus")
 AU_SETS = ("auecrl", "bp4d", "disfa")
 
@@ -41,9 +40,9 @@ class ModelSection:
 
     @property
     def family(self) -> str:
-        for family in FAMILIES:
-            if self.name == family or self.name.startswith(family + "_"):
-                return family
+        family = family_of(self.name)
+        if family in FAMILIES:
+            return family
         raise ConfigError(f"model.name {self.name!r} is not an AU detector; expected a name "
                           f"starting with one of {FAMILIES}")
 
@@ -249,23 +248,6 @@ def _validate(cfg: AuTrainConfig) -> None:
             problems.append("kdsrl.temperature must be > 0")
     if problems:
         raise ConfigError(f"{where}: " + "; ".join(problems))
-
-
-def apply_overrides(raw: dict, overrides: dict[str, Any] | None) -> dict:
-    """Dotted keys (``run.batch_size``, ``model.kwargs.lstm_hidden``) set on a copy of ``raw``."""
-    raw = copy.deepcopy(raw)
-    for dotted, value in (overrides or {}).items():
-        *parents, leaf = dotted.split(".")
-        if not parents:
-            raise ConfigError(f"override {dotted!r} must name a section and a key, e.g. "
-                              f"run.batch_size")
-        node = raw
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {dotted!r}: {part!r} is not a mapping")
-        node[leaf] = value
-    return raw
 
 
 def load_au_config(source: str | Path | dict, overrides: dict[str, Any] | None = None

@@ -83,10 +83,11 @@ def ferplus_arrays(root: str, split: str, au_names: tuple[str, ...], pseudo_labe
                    progress: bool = True) -> AuArrays:
     """FER+ ``split`` with pseudo AU targets from the AUE-CRL prior (majority or soft mode).
 
-    Read through the AUE-CRL trainer's :func:`~aue_edge.train.trainer.load_split_arrays`, so a
+    Read through the AUE-CRL trainer's :func:`~aue_edge.train.arrays.load_split_arrays`, so a
     packed arrays file (``packed``, for a remote GPU run) works here too.
     """
-    from aue_edge.train.trainer import DataConfig, load_split_arrays
+    from aue_edge.train.arrays import load_split_arrays
+    from aue_edge.train.config import DataConfig
 
     mode = "probability" if pseudo_labels == "soft" else "majority"
     split_arrays = load_split_arrays(DataConfig(dataset="ferplus", root=root, packed=packed,

@@ -1,7 +1,7 @@
 """``aue train CONFIG.yaml`` for the AU detectors: config -> data -> stages -> checkpoint -> report.
 
 Train stage. :func:`train_from_config` is what ``aue train`` calls when the config's model is an
-AU detector (:func:`is_au_config`); it runs one of two protocols:
+AU detector (:func:`~aue_edge.train.run_config.config_family`); it runs one of two protocols:
 
 - **FER+ with pseudo AU labels** (``data.dataset: ferplus``): train on ``data.train_split``,
   score F1-frame against the pseudo labels of ``data.eval_split`` (a sanity check: the
@@ -16,65 +16,40 @@ Every run writes ``training_report.json`` with the resolved config, sizes and sc
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from aue_edge.core.errors import ConfigError, DatasetError, ModelFileError
-from aue_edge.train.au.config import FAMILIES, AuTrainConfig, KdsrlSection, load_au_config
+from aue_edge.train.au.config import AuTrainConfig, KdsrlSection, load_au_config
 from aue_edge.train.au.data import AuArrays, au_dataset_arrays, ferplus_arrays
 from aue_edge.train.au.evaluate import write_report
 from aue_edge.train.au.trainers import predict_au_probs, run_training
 from aue_edge.data.folds import BP4D_FOLDS, CKPLUS_FOLDS, DISFA_FOLDS
+from aue_edge.train.run_config import family_of
 from aue_edge.train.runtime import read_checkpoint, seed_everything, select_device
 
 
-def is_au_config(config: str | Path | dict) -> bool:
-    """True when a training config (path or parsed dict) names an AU-detector model."""
-    raw = config
-    if not isinstance(config, dict):
-        try:
-            raw = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
-            return False  # the caller's own loader reports the problem with its context
-    model = raw.get("model") if isinstance(raw, dict) else None
-    name = model.get("name") if isinstance(model, dict) else model
-    return isinstance(name, str) and any(name == f or name.startswith(f + "_") for f in FAMILIES)
-
-
-# aue train flags -> config keys (the flags of aue_edge.train.cli.train_main that apply here)
-_FLAG_KEYS = {"out_dir": "run.out_dir", "root": "data.root", "packed": "data.packed",
-              "device": "run.device", "seed": "run.seed", "batch_size": "run.batch_size",
-              "init": "model.init_checkpoint"}
-
-
-def overrides_from_args(args: argparse.Namespace | None) -> dict[str, Any]:
-    """Dotted-key overrides from ``aue train``'s parsed flags (``--set`` values as YAML)."""
-    if args is None:
-        return {}
-    if getattr(args, "stage", None):
+def au_flag_overrides(*, init: str | None = None, resume: bool = False, progress: bool = True,
+                      stages: list[int] | None = None, pretrained: str | None = None
+                      ) -> dict[str, Any]:
+    """The config keys of the ``aue train`` flags an AU detector keeps in its config (``--init``,
+    ``--resume``, ``--no-progress``); AUE-CRL's ``--stage`` and ``--pretrained`` are refused."""
+    if stages:
         raise ConfigError("--stage selects AUE-CRL stages; an AU detector's stages are set in "
                           "its config section (e.g. lp_net.stages, kdsrl.ssl_epochs: 0)")
-    if getattr(args, "pretrained", None):
+    if pretrained:
         raise ConfigError("--pretrained is not supported for AU detectors; start from an 'aue "
                           "train' checkpoint with --init CHECKPOINT instead")
     overrides: dict[str, Any] = {}
-    for item in getattr(args, "set", None) or []:
-        if "=" not in item:
-            raise ConfigError(f"--set expects KEY=VALUE (e.g. run.batch_size=8), got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key.strip()] = yaml.safe_load(value)
-    for flag, key in _FLAG_KEYS.items():
-        if getattr(args, flag, None) is not None:
-            overrides[key] = getattr(args, flag)
-    if getattr(args, "resume", False):
+    if init is not None:
+        overrides["model.init_checkpoint"] = init
+    if resume:
         overrides["run.resume"] = True
-    if getattr(args, "no_progress", False):
+    if not progress:
         overrides["run.progress"] = False
     return overrides
 
@@ -176,10 +151,11 @@ def _ckplus_cv(cfg: AuTrainConfig, reader, everything: AuArrays,
     return result
 
 
-def train_from_config(config: str | Path | dict, args: argparse.Namespace | None = None,
-                      overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train an AU detector from a YAML config (or parsed dict); returns the run report."""
-    cfg = load_au_config(config, {**overrides_from_args(args), **(overrides or {})})
+def train_from_config(config: str | Path | dict, overrides: dict[str, Any] | None = None
+                      ) -> dict[str, Any]:
+    """Train an AU detector from a YAML config (or parsed dict) with dotted-key overrides
+    (:mod:`aue_edge.train.run_config`); returns the run report."""
+    cfg = load_au_config(config, overrides)
     seed_everything(cfg.run.seed)
     if cfg.run.num_threads:
         torch.set_num_threads(cfg.run.num_threads)
@@ -354,7 +330,7 @@ def evaluate_au_detector(model_path: str | Path, dataset: str, root: str | Path,
     else:
         probs = predict_au_probs(model, arrays, batch_size)
     scores = f1_frame(probs[:, columns], arrays.binary_targets(), common)
-    family = next(f for f in FAMILIES if name == f or name.startswith(f + "_"))
+    family = family_of(name)
     files = write_report(out_dir, {f"fold{fold}" if fold else "all_subjects": scores},
                          family, dataset)
     return {"model": str(model_path), "dataset": dataset, "fold": fold, "au_names": list(common),

@@ -35,7 +35,7 @@ from aue_edge.train.au.data import AuArrays, color_jitter, mean_landmarks
 from aue_edge.train.au.evaluate import AuScores, f1_frame
 from aue_edge.train.augment import GpuAugment, preprocess
 from aue_edge.train.runtime import read_checkpoint, save_checkpoint
-from aue_edge.train.trainer import autocast_context, iterate_batches
+from aue_edge.train.loop import autocast_context, iterate_batches
 
 # The input convention of every model trained here: grey faces replicated to 3 channels,
 # ImageNet mean/std (the model card's defaults; the edge's to_model_input applies the same).
