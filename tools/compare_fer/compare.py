@@ -281,8 +281,9 @@ class FerWorker:
         if not line:
             self.process.wait()
             raise CompareError(f"the fer worker (threads {self.threads}) exited with code "
-                               f"{self.process.returncode} while {what}; its log "
-                               f"{self.log_path} ends with:\n{self._log_tail()}")
+                               f"{self.process.returncode} while {what} (is --fer-python the "
+                               f"fer venv's interpreter? 'make compare-venv' builds it); its "
+                               f"output ended with:\n{self._log_tail()}")
         reply = json.loads(line)
         if not reply.get("ok"):
             raise CompareError(f"the fer worker (threads {self.threads}) failed while {what}: "
