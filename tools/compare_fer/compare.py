@@ -429,12 +429,82 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def run(args: argparse.Namespace, argv: list[str]) -> int:
+def measure_accuracy(ours: OurSide, fer: FerWorker, crops: dict[str, np.ndarray],
+                     truth: dict[str, list[str]], tmp: Path
+                     ) -> tuple[dict[str, Any], dict[str, float]]:
+    """Both protocols on every data set for our model and both fer models; and how often fer's
+    two model files agree. ``crops[name]`` is also saved as ``tmp/<name>.npy`` for fer."""
     from tqdm import tqdm
 
+    from aue_edge.train.knowledge import FER2013_LABELS, FERPLUS_LABELS
+
+    fer_labels = fer_canonical_labels(fer.request("info")["labels"])
+    our_labels = ours.pipelines["default"].emotion_labels
+    accuracy, agreement = {}, {}
+    for name, images in tqdm(crops.items(), desc="accuracy", unit="data set"):
+        outputs = {OURS: (ours.classify(images), our_labels)}
+        for variant, title in FER_VARIANTS.items():
+            path = tmp / f"{name}_{variant}.npy"
+            fer.request("classify", variant=variant, crops=str(tmp / f"{name}.npy"),
+                        out=str(path))
+            outputs[title] = (np.load(path), fer_labels)
+        accuracy[name] = score_protocols(truth[name], outputs, FERPLUS_LABELS, FER2013_LABELS)
+        tflite, keras = (predict(outputs[title][0], fer_labels, FERPLUS_LABELS)
+                         for title in FER_VARIANTS.values())
+        agreement[name] = float(np.mean(tflite == keras))
+    return accuracy, agreement
+
+
+def measure_speed(ours: OurSide, workers: dict[str, FerWorker], frames: dict[str, np.ndarray],
+                  clip_fps: float, timed_crops: np.ndarray, tmp: Path, rounds: int,
+                  scene_repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Raw timings ``(times[frame set][threads][side] = (seconds, faces), classifier[threads]
+    [model] = seconds)``; rounds interleave the sides, their order alternating. ``frames`` is
+    also ``tmp/frames.npz`` and ``timed_crops`` ``tmp/timed_crops.npy`` for fer."""
+    from tqdm import tqdm
+
+    frames_file, crops_file = str(tmp / "frames.npz"), str(tmp / "timed_crops.npy")
+    times = {key: {m: {"ours": ([], []), "fer": ([], [])} for m in THREAD_MODES}
+             for key in frames}
+    classifier = {m: {OURS: [], **{title: [] for title in FER_VARIANTS.values()}}
+                  for m in THREAD_MODES}
+
+    def run_frames(side: str, mode: str, key: str, repeats: int) -> tuple[list, list]:
+        if side == "ours":
+            fps = clip_fps if key == "clip" else SCENE_FPS
+            return ours.time_frames(np.concatenate([frames[key]] * repeats), 1, fps, mode)
+        reply = workers[mode].request("time_frames", frames=frames_file, key=key,
+                                      repeats=repeats)
+        return reply["seconds"], reply["faces"]
+
+    for mode in THREAD_MODES:  # first calls (allocations, caches) are not timed
+        for key in frames:
+            for side in ("ours", "fer"):
+                run_frames(side, mode, key, 1)
+        ours.time_classifier(timed_crops, mode)
+        for variant in FER_VARIANTS:
+            workers[mode].request("time_classifier", variant=variant, crops=crops_file)
+    for round_index in tqdm(range(rounds), desc="timing rounds", unit="round"):
+        for mode in THREAD_MODES:
+            for side in ("fer", "ours") if round_index % 2 == 0 else ("ours", "fer"):
+                for key in frames:
+                    sec, faces = run_frames(side, mode, key,
+                                            1 if key == "clip" else scene_repeats)
+                    times[key][mode][side][0].extend(sec)
+                    times[key][mode][side][1].extend(faces)
+                if side == "ours":
+                    classifier[mode][OURS] += ours.time_classifier(timed_crops, mode)
+                    continue
+                for variant, title in FER_VARIANTS.items():
+                    classifier[mode][title] += workers[mode].request(
+                        "time_classifier", variant=variant, crops=crops_file)["seconds"]
+    return times, classifier
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
     from aue_edge.edge.outputs import prepare_output_dir, remove_if_empty
     from aue_edge.train.data import CkPlus, FerPlus
-    from aue_edge.train.knowledge import FER2013_LABELS, FERPLUS_LABELS
+    from aue_edge.train.knowledge import FERPLUS_LABELS
 
     fer_python = Path(args.fer_python)
     if not fer_python.is_file():
@@ -447,8 +517,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         remove_if_empty(args.out)  # checked writable now; written only at the end
     ferplus = FerPlus(data_root(args.ferplus_root, "AUE_FERPLUS_ROOT", "ferplus"), "test")
     ckplus = CkPlus(data_root(args.ckplus_root, "AUE_CKPLUS_ROOT", "ckplus"), "all")
-    fer_images, fer_labels, _, _ = ferplus.load_arrays()
-    ck_images, ck_labels, _, _ = ckplus.load_arrays()
+    fer_images, fer_targets, _, _ = ferplus.load_arrays()
+    ck_images, ck_targets, _, _ = ckplus.load_arrays()
+    crops = {"FER+ test": fer_images, "CK+": ck_images}
+    truth = {"FER+ test": [FERPLUS_LABELS[i] for i in fer_targets],
+             "CK+": [ckplus.labels[i] for i in ck_targets]}
+    timed_crops = fer_images[:args.classifier_faces]
     clip, clip_fps = read_clip(CLIP)
 
     workers: dict[str, FerWorker] = {}
@@ -460,77 +534,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             for mode in THREAD_MODES:
                 workers[mode] = FerWorker(fer_python, mode, tmp)
             ours = OurSide(args.model_dir)
-            info = workers["default"].request("info")
-            fer_labels_canonical = fer_canonical_labels(info["labels"])
             frames = {"clip": clip, **scene_frames(ours.pipelines["default"])}
             np.savez(tmp / "frames.npz", **frames)
-            crops = {"ferplus": fer_images, "ckplus": ck_images}
             for name, images in crops.items():
                 np.save(tmp / f"{name}.npy", images)
-            timed_crops = fer_images[:args.classifier_faces]
             np.save(tmp / "timed_crops.npy", timed_crops)
-
-            # ---- accuracy
-            accuracy, agreement = {}, {}
-            our_labels = ours.pipelines["default"].emotion_labels
-            truth = {"ferplus": [FERPLUS_LABELS[i] for i in fer_labels],
-                     "ckplus": [ckplus.labels[i] for i in ck_labels]}
-            for name, images in tqdm(crops.items(), desc="accuracy", unit="data set"):
-                outputs = {OURS: (ours.classify(images), our_labels)}
-                for variant, title in FER_VARIANTS.items():
-                    path = tmp / f"{name}_{variant}.npy"
-                    workers["default"].request("classify", variant=variant,
-                                               crops=str(tmp / f"{name}.npy"), out=str(path))
-                    outputs[title] = (np.load(path), fer_labels_canonical)
-                title = ("FER+ test" if name == "ferplus" else "CK+")
-                accuracy[title] = score_protocols(truth[name], outputs, FERPLUS_LABELS,
-                                                  FER2013_LABELS)
-                tflite, keras = (predict(outputs[FER_VARIANTS[v]][0], fer_labels_canonical,
-                                         FERPLUS_LABELS) for v in FER_VARIANTS)
-                agreement[title] = float(np.mean(tflite == keras))
-
-            # ---- speed, interleaved
-            times: dict[str, Any] = {key: {m: {"ours": ([], []), "fer": ([], [])}
-                                           for m in THREAD_MODES} for key in frames}
-            classifier: dict[str, Any] = {m: {OURS: []} | {FER_VARIANTS[v]: []
-                                                           for v in FER_VARIANTS}
-                                          for m in THREAD_MODES}
-            warm = {"clip": clip[:5], **{k: v for k, v in frames.items() if k != "clip"}}
-            for mode in THREAD_MODES:  # first calls (allocations, caches) are not timed
-                for key, sample in warm.items():
-                    ours.time_frames(sample, 1, clip_fps, mode)
-                    workers[mode].request("time_frames", frames=str(tmp / "frames.npz"),
-                                          key=key, repeats=1)
-                ours.time_classifier(timed_crops[:5], mode)
-                for variant in FER_VARIANTS:
-                    workers[mode].request("classify", variant=variant,
-                                          crops=str(tmp / "timed_crops.npy"),
-                                          out=str(tmp / "warm.npy"))
-            for round_index in tqdm(range(args.rounds), desc="timing rounds", unit="round"):
-                for mode in THREAD_MODES:
-                    sides = ("fer", "ours") if round_index % 2 == 0 else ("ours", "fer")
-                    for side in sides:
-                        for key in frames:
-                            repeats = 1 if key == "clip" else args.scene_repeats
-                            if side == "ours":
-                                fps = clip_fps if key == "clip" else SCENE_FPS
-                                sec, faces = ours.time_frames(
-                                    frames[key] if key == "clip" else
-                                    np.repeat(frames[key], repeats, axis=0), 1, fps, mode)
-                            else:
-                                reply = workers[mode].request(
-                                    "time_frames", frames=str(tmp / "frames.npz"), key=key,
-                                    repeats=repeats)
-                                sec, faces = reply["seconds"], reply["faces"]
-                            times[key][mode][side][0].extend(sec)
-                            times[key][mode][side][1].extend(faces)
-                        if side == "ours":
-                            classifier[mode][OURS] += ours.time_classifier(timed_crops, mode)
-                        else:
-                            for variant, title in FER_VARIANTS.items():
-                                classifier[mode][title] += workers[mode].request(
-                                    "time_classifier", variant=variant,
-                                    crops=str(tmp / "timed_crops.npy"))["seconds"]
+            accuracy, agreement = measure_accuracy(ours, workers["default"], crops, truth, tmp)
+            times, classifier = measure_speed(ours, workers, frames, clip_fps, timed_crops, tmp,
+                                              args.rounds, args.scene_repeats)
+            info = workers["default"].request("info")
         finally:
             for worker in workers.values():
                 worker.close()
@@ -538,8 +550,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                 ours.close()
 
     report = build_report(
-        argv, info, ours.pipelines["default"].model.path, our_labels, accuracy, agreement,
-        frame_table(times), classifier,
+        argv, info, ours.pipelines["default"].model.path, ours.pipelines["default"].emotion_labels,
+        accuracy, agreement, frame_table(times), classifier,
         {"rounds": args.rounds, "scene_repeats": args.scene_repeats,
          "classifier_faces": int(len(timed_crops))})
     paths = write_report(args.out, report)
