@@ -68,8 +68,9 @@ class FerSide:
             raise ValueError(f"unknown fer variant {variant!r}; expected one of {VARIANTS}")
         if variant not in self.detectors:
             if variant == "tflite" and self.threads == "1":
-                # FER() takes no thread count; its documented class-level interpreter cache is
-                # filled with the same shipped model file, opened with one thread.
+                # FER() takes no thread count; its class-level interpreter cache
+                # (FER._tflite_interpreter_cache, which FER() reuses) is filled with the same
+                # shipped model file, opened with one thread.
                 path = os.path.join(os.path.dirname(self.fer_module.__file__), "data",
                                     "emotion_model_quantized.tflite")
                 interpreter = self.tf.lite.Interpreter(model_path=path, num_threads=1)
