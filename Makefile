@@ -14,7 +14,7 @@ RUNTIME_TESTS := $(sort $(wildcard tests/test_edge_*.py tests/test_face_*.py tes
 	tests/test_tensorrt_api_signatures.py tests/test_calibration_cache.py tests/test_doctor.py \
 	tests/test_shipped_model.py tests/test_python_api.py
 
-.PHONY: setup demo test test-runtime bench clean
+.PHONY: setup demo test test-runtime bench compare compare-venv clean
 
 setup: $(STAMP)
 
@@ -49,5 +49,21 @@ test-runtime: $(RUNTIME_STAMPS)
 bench: setup
 	$(VENV)/bin/aue bench --name cpu-2core
 
+# Side by side with the PyPI package `fer` (README "How it compares"). `fer` and TensorFlow live
+# in their own venv, built from a full lock; nothing of it is a dependency of the product, and
+# `make test` never builds it.
+FER_VENV ?= .venv-fer
+FER_STAMP := $(FER_VENV)/.fer-installed
+
+compare-venv: $(FER_STAMP)
+
+$(FER_STAMP): tools/compare_fer/requirements.txt
+	$(PYTHON) -m venv $(FER_VENV)
+	$(FER_VENV)/bin/python -m pip install --no-deps -r tools/compare_fer/requirements.txt
+	touch $@
+
+compare: setup $(FER_STAMP)
+	$(PY) tools/compare_fer/compare.py --out runs/compare_fer --fer-python $(FER_VENV)/bin/python
+
 clean:
-	rm -rf $(VENV) .venv-py* runs build *.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-py* $(FER_VENV) runs build *.egg-info .pytest_cache

@@ -1,0 +1,151 @@
+"""The pure parts of the `fer` comparison harness (tools/compare_fer/compare.py): label mapping,
+scoring protocols and report writing. The fer venv itself is not needed (nor built) here;
+``make compare`` runs the whole harness."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from aue_edge.train.data import CkPlus, FerPlus
+from aue_edge.train.knowledge import FER2013_LABELS, FERPLUS_LABELS
+
+# fer 25.10.3's FER._get_labels(), index order.
+FER_PACKAGE_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+
+@pytest.fixture(scope="module")
+def compare(repo_root):
+    path = repo_root / "tools" / "compare_fer" / "compare.py"
+    spec = importlib.util.spec_from_file_location("compare_fer", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_fer_classes_map_to_ferplus_names_without_contempt(compare):
+    names = compare.fer_canonical_labels(FER_PACKAGE_LABELS)
+    assert names == FER2013_LABELS  # FER2013's order, the package's canonical names
+    assert set(names) == set(FERPLUS_LABELS) - {"contempt"}
+
+
+def test_unknown_fer_class_is_refused(compare):
+    with pytest.raises(compare.CompareError, match="contemptuous"):
+        compare.fer_canonical_labels(FER_PACKAGE_LABELS[:6] + ("contemptuous",))
+    with pytest.raises(compare.CompareError, match="FER_TO_CANONICAL"):
+        compare.fer_canonical_labels(("angry",) * 7)
+
+
+def test_predict_maps_columns_and_restricts_classes(compare):
+    # Our 8 FER+ columns: contempt is the top score, sadness the second.
+    probs = np.array([[0.05, 0.05, 0.05, 0.30, 0.05, 0.05, 0.05, 0.40]])
+    assert compare.predict(probs, FERPLUS_LABELS, FERPLUS_LABELS).tolist() == [7]
+    restricted = compare.predict(probs, FERPLUS_LABELS, FERPLUS_LABELS, FER2013_LABELS)
+    assert restricted.tolist() == [FERPLUS_LABELS.index("sadness")]
+    # fer's columns: 'happy' (index 3 in fer's order) is FER+ 'happiness' (index 1).
+    fer_probs = np.eye(7)[[3, 6, 0]]
+    fer_names = compare.fer_canonical_labels(FER_PACKAGE_LABELS)
+    assert compare.predict(fer_probs, fer_names, FERPLUS_LABELS).tolist() == [
+        FERPLUS_LABELS.index(n) for n in ("happiness", "neutral", "anger")]
+    with pytest.raises(compare.CompareError, match="shape"):
+        compare.predict(fer_probs, FERPLUS_LABELS, FERPLUS_LABELS)
+
+
+def _ferplus_truth(ferplus_root) -> list[str]:
+    return [FERPLUS_LABELS[i] for i in FerPlus(ferplus_root, "test").targets]
+
+
+def test_protocols_on_real_ferplus_test_labels(compare, ferplus_root):
+    truth = _ferplus_truth(ferplus_root)
+    n, contempt = len(truth), truth.count("contempt")
+    assert contempt > 0
+    fer_names = compare.fer_canonical_labels(FER_PACKAGE_LABELS)
+    # A perfect 8-class model; a perfect fer-style model (contempt cannot be answered: it
+    # answers neutral there); a constant 'neutral' model.
+    perfect = np.eye(8)[[FERPLUS_LABELS.index(t) for t in truth]]
+    fer_like = np.eye(7)[[fer_names.index(t if t != "contempt" else "neutral") for t in truth]]
+    constant = np.tile(np.eye(7)[fer_names.index("neutral")], (n, 1))
+    scores = compare.score_protocols(
+        truth, {"ours": (perfect, FERPLUS_LABELS), "fer": (fer_like, fer_names),
+                "constant": (constant, fer_names)}, FERPLUS_LABELS, FER2013_LABELS)
+    everything, no_contempt = scores["all"], scores["without_contempt"]
+    assert everything["ours"]["accuracy"] == 1.0
+    assert everything["fer"]["accuracy"] == pytest.approx((n - contempt) / n)
+    assert everything["fer"]["per_class"]["contempt"]["accuracy"] == 0.0
+    assert no_contempt["fer"]["accuracy"] == no_contempt["ours"]["accuracy"] == 1.0
+    assert no_contempt["ours"]["num_images"] == n - contempt
+    # A constant answer scores the class's share, and 1/classes in mean-class accuracy.
+    assert everything["constant"]["accuracy"] == pytest.approx(truth.count("neutral") / n)
+    assert everything["constant"]["mean_class_accuracy"] == pytest.approx(1 / 8)
+    assert no_contempt["constant"]["mean_class_accuracy"] == pytest.approx(1 / 7)
+
+
+def test_ckplus_neutral_answers_count_as_wrong(compare, ckplus_root):
+    dataset = CkPlus(ckplus_root, "all")
+    truth = [dataset.labels[i] for i in dataset.targets]
+    neutral = np.tile(np.eye(8)[FERPLUS_LABELS.index("neutral")], (len(truth), 1))
+    scores = compare.score_protocols(truth, {"neutral": (neutral, FERPLUS_LABELS)},
+                                     FERPLUS_LABELS, FER2013_LABELS)
+    assert scores["all"]["neutral"]["accuracy"] == 0.0
+    assert scores["without_contempt"]["neutral"]["num_images"] == len(truth) - truth.count(
+        "contempt")
+
+
+def _report(compare, ferplus_root) -> dict:
+    truth = _ferplus_truth(ferplus_root)[:200]
+    fer_names = compare.fer_canonical_labels(FER_PACKAGE_LABELS)
+    rng = np.random.default_rng(0)
+    accuracy = {"FER+ test": compare.score_protocols(
+        truth, {compare.OURS: (rng.random((len(truth), 8)), FERPLUS_LABELS),
+                compare.FER_VARIANTS["tflite"]: (rng.random((len(truth), 7)), fer_names)},
+        FERPLUS_LABELS, FER2013_LABELS)}
+    times = {key: {mode: {"ours": ([0.020, 0.030, 0.025], [1, 1, 1]),
+                          "fer": ([0.010, 0.012, 0.011], [1, 2, 1])}
+                   for mode in compare.THREAD_MODES} for key in compare.FRAME_SETS}
+    classifier = {mode: {compare.OURS: [0.006, 0.007], compare.FER_VARIANTS["tflite"]: [0.001]}
+                  for mode in compare.THREAD_MODES}
+    info = {"fer": "25.10.3", "labels": list(FER_PACKAGE_LABELS)}
+    return compare.build_report(
+        ["--rounds", "1"], info, compare.REPO / "edge/models/aue_crl/model.int8.ort.onnx",
+        FERPLUS_LABELS, accuracy, {"FER+ test": 0.99}, compare.frame_table(times), classifier,
+        {"rounds": 1, "scene_repeats": 1, "classifier_faces": 2})
+
+
+def test_frame_table_ratio_and_faces(compare):
+    table = compare.frame_table({"clip": {"1": {"ours": ([0.03, 0.01, 0.02], [1, 1, 3]),
+                                                "fer": ([0.01, 0.005, 0.004], [2, 1, 1])}}})
+    cell = table["clip"]["1"]
+    assert cell["ours"]["median_ms"] == pytest.approx(20.0)
+    assert cell["fer"]["median_ms"] == pytest.approx(5.0)
+    assert cell["ratio_ours_over_fer"] == pytest.approx(4.0)
+    assert cell["ours"]["faces"] == {"1": 2, "3": 1} and cell["fer"]["faces"] == {"1": 2, "2": 1}
+    with pytest.raises(compare.CompareError, match="no timing"):
+        compare.summarise_seconds([])
+
+
+def test_report_written_as_json_and_markdown(compare, ferplus_root, tmp_path):
+    report = _report(compare, ferplus_root)
+    paths = compare.write_report(tmp_path / "out", report)
+    assert [p.name for p in paths] == [compare.REPORT_JSON, compare.REPORT_MD]
+    saved = json.loads(paths[0].read_text())
+    assert saved["accuracy"] == json.loads(json.dumps(report["accuracy"]))
+    assert saved["ours"]["model_file"] == "edge/models/aue_crl/model.int8.ort.onnx"
+    markdown = paths[1].read_text()
+    ours = report["accuracy"]["FER+ test"]["all"][compare.OURS]["accuracy"]
+    assert f"| FER+ test, all classes | 200 | {100 * ours:.2f} %" in markdown
+    assert "| bundled clip (480x360, 1-3 faces) | 1 | 25.0 | 11.0 | 2.27 | 1: 3 / 1: 2, 2: 1 |" \
+        in markdown
+    assert "| default | 6.50 | 1.00 |" in markdown
+
+
+def test_failed_report_keeps_the_previous_one(compare, ferplus_root, tmp_path):
+    report = _report(compare, ferplus_root)
+    out = tmp_path / "out"
+    compare.write_report(out, report)
+    before = {p.name: p.read_text() for p in out.iterdir()}
+    broken = {k: v for k, v in report.items() if k != "speed"}  # JSON written, markdown fails
+    with pytest.raises(KeyError, match="speed"):
+        compare.write_report(out, broken)
+    assert {p.name: p.read_text() for p in out.iterdir()} == before
