@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from aue_edge.train.data import CkPlus, FerPlus
-from aue_edge.train.knowledge import FER2013_LABELS, FERPLUS_LABELS
+from aue_edge.data import CkPlus, FerPlus
+from aue_edge.data.knowledge import FER2013_LABELS, FERPLUS_LABELS
 
 # fer 25.10.3's FER._get_labels(), index order.
 FER_PACKAGE_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
@@ -108,7 +108,7 @@ def _report(compare, ferplus_root) -> dict:
                   for mode in compare.THREAD_MODES}
     info = {"fer": "25.10.3", "labels": list(FER_PACKAGE_LABELS)}
     return compare.build_report(
-        ["--rounds", "1"], info, compare.REPO / "edge/models/aue_crl/model.int8.ort.onnx",
+        ["--rounds", "1"], info, compare.REPO / "aue_edge/edge/models/aue_crl/model.int8.ort.onnx",
         FERPLUS_LABELS, accuracy, {"FER+ test": 0.99}, compare.frame_table(times), classifier,
         {"rounds": 1, "scene_repeats": 1, "classifier_faces": 2})
 
@@ -131,7 +131,7 @@ def test_report_written_as_json_and_markdown(compare, ferplus_root, tmp_path):
     assert [p.name for p in paths] == [compare.REPORT_JSON, compare.REPORT_MD]
     saved = json.loads(paths[0].read_text())
     assert saved["accuracy"] == json.loads(json.dumps(report["accuracy"]))
-    assert saved["ours"]["model_file"] == "edge/models/aue_crl/model.int8.ort.onnx"
+    assert saved["ours"]["model_file"] == "aue_edge/edge/models/aue_crl/model.int8.ort.onnx"
     markdown = paths[1].read_text()
     ours = report["accuracy"]["FER+ test"]["all"][compare.OURS]["accuracy"]
     assert f"| FER+ test, all classes | 200 | {100 * ours:.2f} %" in markdown

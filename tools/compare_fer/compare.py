@@ -23,7 +23,7 @@ and scaling, then ``FER._classify_emotions``). fer's 7 FER2013 classes map to FE
 (contempt images left out and both models restricted to fer's 7 classes: argmax over them).
 
 Speed: whole frames (detection + classification) on the bundled clip (75 frames, 480x360) and
-the benchmark scenes (640x480, 1 and 5 faces, ``benchmarks/scenes.py``), and the classifier
+the benchmark scenes (640x480, 1 and 5 faces, ``aue_edge/benchmarks/scenes.py``), and the classifier
 alone per face (batch 1, FER+ test crops), at one thread and at the libraries' default threads.
 Rounds interleave the two sides (their order alternates) so load on the shared machine hits
 both alike; ratios come from one run.
@@ -59,7 +59,7 @@ OURS = "aue_edge (shipped default model)"
 FRAME_SETS = {"clip": "bundled clip (480x360, 1-3 faces)",
               "scene_1face": "scene, 1 face (640x480)",
               "scene_5faces": "scene, 5 faces (640x480)"}
-CLIP = REPO / "edge" / "samples" / "demo_clip.mp4"
+CLIP = REPO / "aue_edge" / "edge" / "samples" / "demo_clip.mp4"
 SCENE_FPS = 30.0
 
 
@@ -83,7 +83,7 @@ def predict(probs: np.ndarray, labels: Sequence[str], target: Sequence[str],
             allowed: Sequence[str] | None = None) -> np.ndarray:
     """Argmax of ``probs`` (columns named by ``labels``) over the ``allowed`` classes (all when
     None), as indices into ``target``."""
-    from aue_edge.train.knowledge import label_mapping
+    from aue_edge.data.knowledge import label_mapping
 
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim != 2 or probs.shape[1] != len(labels):
@@ -186,7 +186,7 @@ def _faces_text(faces: dict[str, int]) -> str:
 
 def write_report(out_dir: str | Path, report: dict[str, Any]) -> list[Path]:
     """``compare_fer.json`` and ``compare_fer.md`` in ``out_dir``, replacing earlier ones only
-    when both were written (edge/outputs.py)."""
+    when both were written (aue_edge/edge/outputs.py)."""
     from aue_edge.edge.outputs import prepare_output_dir, staged_outputs
 
     created = prepare_output_dir(out_dir, (REPORT_JSON, REPORT_MD))
@@ -436,7 +436,7 @@ def measure_accuracy(ours: OurSide, fer: FerWorker, crops: dict[str, np.ndarray]
     two model files agree. ``crops[name]`` is also saved as ``tmp/<name>.npy`` for fer."""
     from tqdm import tqdm
 
-    from aue_edge.train.knowledge import FER2013_LABELS, FERPLUS_LABELS
+    from aue_edge.data.knowledge import FER2013_LABELS, FERPLUS_LABELS
 
     fer_labels = fer_canonical_labels(fer.request("info")["labels"])
     our_labels = ours.pipelines["default"].emotion_labels
@@ -503,8 +503,8 @@ def measure_speed(ours: OurSide, workers: dict[str, FerWorker], frames: dict[str
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     from aue_edge.edge.outputs import prepare_output_dir, remove_if_empty
-    from aue_edge.train.data import CkPlus, FerPlus
-    from aue_edge.train.knowledge import FERPLUS_LABELS
+    from aue_edge.data import CkPlus, FerPlus
+    from aue_edge.data.knowledge import FERPLUS_LABELS
 
     fer_python = Path(args.fer_python)
     if not fer_python.is_file():
