@@ -491,9 +491,10 @@ def run_epochs(*, model: torch.nn.Module, model_name: str, optimizer: torch.opti
 @torch.no_grad()
 def predict_arrays(model: torch.nn.Module, images: torch.Tensor, size_px: tuple[int, int],
                    mean: tuple, std: tuple, batch_size: int, device: torch.device,
-                   upto: str = "full", amp: bool = True,
+                   stage: int = 3, amp: bool = True,
                    channels_last: bool = False) -> dict[str, np.ndarray]:
-    """Run ``model`` (eval mode) over uint8 images; returns every output as float32 numpy."""
+    """Run ``model`` (eval mode) up to training stage ``stage`` over uint8 images; returns
+    every output as float32 numpy."""
     was_training = model.training
     model.eval()
     chunks: dict[str, list[np.ndarray]] = {}
@@ -503,7 +504,7 @@ def predict_arrays(model: torch.nn.Module, images: torch.Tensor, size_px: tuple[
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_context(device, amp):
-                out = model(x, upto=upto)
+                out = model(x, stage=stage)
             for key, value in out.items():
                 chunks.setdefault(key, []).append(value.float().cpu().numpy())
     finally:
@@ -746,7 +747,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
 
     def classify_validation(logit_key: str) -> tuple[float, dict[str, Any]]:
         out = predict_arrays(model, val_images, size_px, mean, std, cfg.eval_batch_size, device,
-                             upto="expression" if logit_key == "expr_logits" else "full",
+                             stage=1 if logit_key == "expr_logits" else 3,
                              amp=cfg.amp, channels_last=cfg.channels_last)
         rep = classification_report(val_arr.labels, out[logit_key].argmax(1),
                                     model.cfg.emotion_labels)
@@ -780,7 +781,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
 
             def step(idx, st=st, targets=targets, tm=train_model):
                 _set_modes(model, 1, st)
-                out = tm(batch_inputs(idx), upto="expression")
+                out = tm(batch_inputs(idx), stage=1)
                 loss = F.cross_entropy(out["expr_logits"].float(), targets[idx],
                                        label_smoothing=st.label_smoothing)
                 return loss, {"ce": loss.item()}
@@ -792,7 +793,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
             def step(idx, st=st, tm=train_model, core=core):
                 _set_modes(model, 2, st)
                 idx = with_ckplus(idx, st.ckplus_fraction)
-                out = tm(batch_inputs(idx), upto="au")
+                out = tm(batch_inputs(idx), stage=2)
                 logits = out["au_logits"].float()
                 probs = torch.sigmoid(logits)
                 pseudo = pseudo_au_labels(labels[idx], core.prior_weight, core.prior_low,
@@ -812,7 +813,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
 
             def validate(core=core):
                 out = predict_arrays(model, val_images, size_px, mean, std, cfg.eval_batch_size,
-                                     device, upto="au", amp=cfg.amp,
+                                     device, stage=2, amp=cfg.amp,
                                      channels_last=cfg.channels_last)
                 with torch.no_grad():
                     pseudo = pseudo_au_labels(torch.from_numpy(val_arr.labels).to(device),
@@ -835,7 +836,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
             def step(idx, st=st, tm=train_model):
                 _set_modes(model, 3, st)
                 idx = with_ckplus(idx, st.ckplus_fraction)
-                out = tm(batch_inputs(idx), upto="full")
+                out = tm(batch_inputs(idx), stage=3)
                 ce = F.cross_entropy(out["fused_logits"].float(), labels[idx],
                                      label_smoothing=st.label_smoothing)
                 pair = au_pair_loss(out["attention"].float(), pos, neg, st.pair_variant,
@@ -879,7 +880,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
             report["prior_weight"] = {"learned": model.prior_weight.detach().cpu().tolist(),
                                       "init": model.prior_init.cpu().tolist()}
             out = predict_arrays(model, val_images, size_px, mean, std, cfg.eval_batch_size,
-                                 device, upto="au", amp=cfg.amp, channels_last=cfg.channels_last)
+                                 device, stage=2, amp=cfg.amp, channels_last=cfg.channels_last)
             with torch.no_grad():
                 pseudo = pseudo_au_labels(torch.from_numpy(val_arr.labels).to(device),
                                           model.prior_weight, model.prior_low,
@@ -890,7 +891,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
         if ck and 2 in cfg.stages:
             # Per-AU decision thresholds fitted on the CK+ training faces (never a test fold).
             out = predict_arrays(model, torch.from_numpy(ck.images), size_px, mean, std,
-                                 cfg.eval_batch_size, device, upto="au", amp=cfg.amp,
+                                 cfg.eval_batch_size, device, stage=2, amp=cfg.amp,
                                  channels_last=cfg.channels_last)
             final_card["au_thresholds"] = fit_au_thresholds(
                 1 / (1 + np.exp(-out["au_logits"])), ck.aus, ck.known, au_names)
