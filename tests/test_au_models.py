@@ -56,16 +56,26 @@ def test_tiny_forward_shapes_and_probabilities():
 
 
 def test_lp_net_stages_select_the_head():
+    from aue_edge.train.au.export import AuDetectorGraph
+
     lp = create_model("lp_net_tiny").eval()
     x = torch.randn(2, 3, 64, 64)
-    lp.set_stage(1)
-    assert torch.allclose(lp(x)["logits"], lp.fc(lp(x)["f_au"]), atol=1e-6)
-    lp.set_stage(3)
-    with pytest.raises(ConfigError, match="needs a landmarks input"):
-        lp(x)
+    with torch.no_grad():
+        out = lp(x, stage=1)
+        assert torch.allclose(out["logits"], lp.fc(out["f_au"]), atol=1e-6)
+        assert torch.equal(lp.forward_head(lp.forward_features(x), stage=1)["logits"],
+                           out["logits"])
+        with pytest.raises(ConfigError, match="needs a landmarks input"):
+            lp(x)       # the default is the last stage: P-Net
+        # the export graph of an LP-Net trained to stage 2 runs L-Net and takes no landmarks
+        graph = AuDetectorGraph(lp, stage=2)
+        assert graph.input_names == ("image",) and not lp.needs_landmarks(2)
+        assert torch.equal(graph(x), lp(x, stage=2)["au_probs"])
+        assert AuDetectorGraph(lp).input_names == ("image", "landmarks")
     no_pnet = create_model("lp_net_tiny", use_pnet=False)
+    assert not no_pnet.needs_landmarks()
     with pytest.raises(ConfigError, match="use_pnet=False"):
-        no_pnet.set_stage(3)
+        no_pnet(x, stage=3)
 
 
 def test_kdsrl_groups_cover_every_au_in_order():
@@ -114,12 +124,10 @@ def test_pnet_shape_feature_is_linear_and_a_bias_under_the_mean_shape():
     assert (out["f_s"] < 0).any()
     # with the mean shape for every face (no landmark provider), P-Net adds the same per-AU
     # term to every image: a learned bias, which docs/au_detectors.md states
-    model.set_stage(2)
     with torch.no_grad():
-        no_pnet = model(images)["logits"]
+        no_pnet = model(images, stage=2)["logits"]
     bias = same["logits"] - no_pnet
     assert torch.allclose(bias, bias[:1].expand_as(bias), atol=1e-5)
-    model.set_stage(3)
     with torch.no_grad():
         varied = model(images, moved)["logits"] - no_pnet
     assert not torch.allclose(varied, varied[:1].expand_as(varied), atol=1e-4)
