@@ -42,17 +42,41 @@ def test_tiny_forward_shapes_and_probabilities():
     lp = create_model("lp_net_tiny", au_names=list(AUECRL_AUS)).eval()
     lm = torch.as_tensor(np.tile(_mean_shape(), (2, 1, 1)))
     out = lp(x, lm)
-    assert out["au_probs"].shape == (2, 17) and out["f_au"].shape == out["f_s"].shape
-    assert torch.all((out["au_probs"] > 0) & (out["au_probs"] < 1))
+    assert out["au_logits"].shape == (2, 17)
+    assert out["appearance_features"].shape == out["shape_features"].shape
     gtle = create_model("gtle_net_tiny", au_names=list(DISFA_AUS)).eval()
-    out = gtle(torch.randn(2, 3, 32, 32))
-    assert out["au_probs"].shape == (2, 8) and out["masks"].shape == (2, 9, 32, 32)
-    assert out["reconstruction"].shape == out["target"].shape == (2, 3, 32, 32)
-    assert torch.allclose(out["embedding"].norm(dim=1), torch.ones(2), atol=1e-5)
+    image = torch.randn(2, 3, 32, 32)
+    out = gtle(image)
+    assert out["au_logits"].shape == (2, 8) and out["au_masks"].shape == (2, 9, 32, 32)
+    target = gtle.reconstruction_target(image)
+    assert out["reconstruction"].shape == target.shape == (2, 3, 32, 32)
+    assert target.min() >= 0 and target.max() <= 1 and target.std() > 0.1
+    assert torch.allclose(out["expr_embedding"].norm(dim=1), torch.ones(2), atol=1e-5)
     kd = create_model("kdsrl_tiny").eval()
-    assert kd(x)["au_probs"].shape == (2, 12)
+    assert kd(x)["au_logits"].shape == (2, 12)
     z, preds = kd.ssl_forward(x)
     assert z.shape == (2, 8, 16) and sum(len(p) for p in preds.values()) == 26
+
+
+def test_every_family_returns_the_documented_output_keys():
+    from aue_edge.train.models.outputs import OUTPUT_KEYS
+
+    lm = torch.as_tensor(np.tile(_mean_shape(), (2, 1, 1)))
+    runs = {"aue_crl_cpu_tiny": [((torch.randn(2, 3, 64, 64),), {"stage": k}) for k in (1, 2, 3)],
+            "lp_net_tiny": [((torch.randn(2, 3, 64, 64), lm), {"stage": k}) for k in (1, 2, 3)],
+            "gtle_net_tiny": [((torch.randn(2, 3, 32, 32),), {})],
+            "kdsrl_tiny": [((torch.randn(2, 3, 64, 64),), {})]}
+    for name, calls in runs.items():
+        model = create_model(name).eval()
+        for args, kwargs in calls:
+            with torch.no_grad():
+                out = model(*args, **kwargs)
+                head = model.forward_head(model.forward_features(*args[:1]), *args[1:],
+                                          **kwargs)
+            assert set(out) <= set(OUTPUT_KEYS), (name, kwargs, set(out) - set(OUTPUT_KEYS))
+            assert set(head) == set(out), (name, kwargs)
+            if kwargs.get("stage", 2) >= 2:
+                assert out["au_logits"].shape == (2, len(model.config["au_names"])), name
 
 
 def test_lp_net_stages_select_the_head():
@@ -62,15 +86,15 @@ def test_lp_net_stages_select_the_head():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         out = lp(x, stage=1)
-        assert torch.allclose(out["logits"], lp.fc(out["f_au"]), atol=1e-6)
-        assert torch.equal(lp.forward_head(lp.forward_features(x), stage=1)["logits"],
-                           out["logits"])
+        assert torch.allclose(out["au_logits"], lp.fc(out["appearance_features"]), atol=1e-6)
+        assert torch.equal(lp.forward_head(lp.forward_features(x), stage=1)["au_logits"],
+                           out["au_logits"])
         with pytest.raises(ConfigError, match="needs a landmarks input"):
             lp(x)       # the default is the last stage: P-Net
         # the export graph of an LP-Net trained to stage 2 runs L-Net and takes no landmarks
         graph = AuDetectorGraph(lp, stage=2)
         assert graph.input_names == ("image",) and not lp.needs_landmarks(2)
-        assert torch.equal(graph(x), lp(x, stage=2)["au_probs"])
+        assert torch.equal(graph(x), torch.sigmoid(lp(x, stage=2)["au_logits"]))
         assert AuDetectorGraph(lp).input_names == ("image", "landmarks")
     no_pnet = create_model("lp_net_tiny", use_pnet=False)
     assert not no_pnet.needs_landmarks()
@@ -87,7 +111,7 @@ def test_kdsrl_groups_cover_every_au_in_order():
         for (_areas, aus), clf in zip(kd.groups, kd.classifiers):
             clf[-1].weight.zero_()
             clf[-1].bias.copy_(torch.tensor([float(AUECRL_AUS.index(a)) for a in aus]))
-    logits = kd.eval()(torch.randn(2, 3, 64, 64))["logits"]
+    logits = kd.eval()(torch.randn(2, 3, 64, 64))["au_logits"]
     assert torch.equal(logits[0], torch.arange(17, dtype=torch.float32))
     boxes = np.array(kd.config["fixed_boxes"])
     assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
@@ -121,15 +145,15 @@ def test_pnet_shape_feature_is_linear_and_a_bias_under_the_mean_shape():
         out = model(images, moved)
         same = model(images, shape)
     # f_s is linear (no ReLU at its end): it takes negative values, so L_r is not met by zeros
-    assert (out["f_s"] < 0).any()
+    assert (out["shape_features"] < 0).any()
     # with the mean shape for every face (no landmark provider), P-Net adds the same per-AU
     # term to every image: a learned bias, which docs/au_detectors.md states
     with torch.no_grad():
-        no_pnet = model(images, stage=2)["logits"]
-    bias = same["logits"] - no_pnet
+        no_pnet = model(images, stage=2)["au_logits"]
+    bias = same["au_logits"] - no_pnet
     assert torch.allclose(bias, bias[:1].expand_as(bias), atol=1e-5)
     with torch.no_grad():
-        varied = model(images, moved)["logits"] - no_pnet
+        varied = model(images, moved)["au_logits"] - no_pnet
     assert not torch.allclose(varied, varied[:1].expand_as(varied), atol=1e-4)
 
 

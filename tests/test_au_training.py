@@ -112,7 +112,8 @@ def test_export_card_and_ort_parity(ferplus_runs, tmp_path, family):
         assert [i.name for i in backend.inputs] == list(feeds)
         got = backend.infer(feeds)["au_probs"]
     with torch.no_grad():
-        ref = model.eval()(*(torch.from_numpy(v) for v in feeds.values()))["au_probs"].numpy()
+        out = model.eval()(*(torch.from_numpy(v) for v in feeds.values()))
+    ref = torch.sigmoid(out["au_logits"]).numpy()
     assert got.shape == (3, len(card.outputs.au_names))
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4)
 

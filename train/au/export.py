@@ -56,8 +56,10 @@ class AuDetectorGraph(nn.Module):
 
     def forward(self, image: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
         if self.takes_landmarks:
-            return self.model(image, landmarks, **self.stage_kwargs)["au_probs"]
-        return self.model(image, **self.stage_kwargs)["au_probs"]
+            out = self.model(image, landmarks, **self.stage_kwargs)
+        else:
+            out = self.model(image, **self.stage_kwargs)
+        return torch.sigmoid(out["au_logits"])
 
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
         """Batch 2 by default: a batch-1 example can fix an LSTM graph's batch to 1."""

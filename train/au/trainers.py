@@ -182,11 +182,12 @@ def train_lp_net(ctx: _Context) -> None:
                 weights = (losses.selective_learning_weights(targets, rate, method.max_sl_weight,
                                                              sl_generator)
                            if method.selective_learning else None)
-                l_au = losses.weighted_bce(out["logits"], targets, weights, "mean_au")
+                l_au = losses.weighted_bce(out["au_logits"], targets, weights, "mean_au")
                 terms = {"au_bce": l_au}
                 loss = l_au
                 if stage.stage == 3 and method.orthogonality_weight > 0:
-                    l_r = losses.orthogonality_loss(out["f_au"], out["f_s"])
+                    l_r = losses.orthogonality_loss(out["appearance_features"],
+                                                    out["shape_features"])
                     loss = loss + method.orthogonality_weight * l_r
                     terms["orthogonality"] = l_r
                 optimizer.zero_grad(set_to_none=True)
@@ -261,10 +262,12 @@ def train_gtle_net(ctx: _Context) -> None:
     model.train()
     for epoch in range(method.epochs):
         for idx in ctx.batches(len(ctx.train), f"GTLE-Net AU epoch {epoch + 1}"):
+            images = ctx.inputs(idx)
             with ctx.autocast():
-                out = _float(model(ctx.inputs(idx)))
-            l_bce = losses.weighted_bce(out["logits"], ctx.targets[idx], None, "sum_au")
-            l_rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
+                out = _float(model(images))
+            l_bce = losses.weighted_bce(out["au_logits"], ctx.targets[idx], None, "sum_au")
+            l_rec = losses.reconstruction_loss(out["reconstruction"],
+                                               model.reconstruction_target(images))
             loss = l_bce + method.reconstruction_weight * l_rec
             optimizer.zero_grad(set_to_none=True)
             if mask_optimizer is not None:
@@ -335,7 +338,7 @@ def train_kdsrl(ctx: _Context) -> None:
             images, boxes = ctx.augment(ctx.images[idx], boxes=boxes)
             with ctx.autocast():
                 out = _float(model(images, boxes))
-            loss = losses.weighted_bce(out["logits"], ctx.targets[idx], None, "mean_au")
+            loss = losses.weighted_bce(out["au_logits"], ctx.targets[idx], None, "mean_au")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -367,7 +370,7 @@ def predict_au_probs(model: nn.Module, arrays: AuArrays, batch_size: int = 128,
         elif hasattr(model, "fixed_roi_weights") and arrays.landmarks is not None:
             kwargs["boxes"] = _boxes_from_landmarks(arrays.landmarks[start:start + batch_size],
                                                     size_px[0], torch.device(device))
-        out.append(model(x, **kwargs)["au_probs"].float().cpu().numpy())
+        out.append(torch.sigmoid(model(x, **kwargs)["au_logits"].float()).cpu().numpy())
     return np.concatenate(out)
 
 

@@ -102,7 +102,9 @@ class AuClassifier(nn.Module):
 
 
 class GTLENet(nn.Module):
-    """``forward(image) -> dict(logits, au_probs, reconstruction, target, masks, embedding)``."""
+    """``forward(image) -> dict(au_logits, au_masks, reconstruction, expr_embedding)``
+    (:mod:`aue_edge.train.models.outputs`), i.e. ``forward_head(forward_features(image))``;
+    ``reconstruction_target(image)`` is what ``reconstruction`` rebuilds."""
 
     def __init__(self, au_names: tuple[str, ...] | list[str], input_size_px: int = 256,
                  gee_depth: int = 34, gee_width: float = 1.0, gee_stem: str = "imagenet",
@@ -161,25 +163,35 @@ class GTLENet(nn.Module):
     def _embed(self, last_map: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.embed(last_map.mean(dim=(2, 3))), dim=1)
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        stages = self.gee.forward_stages(image)
+    def forward_features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The GEE trunk's four stage maps: ``h`` (the stride-16 one) feeds the LAM, the last
+        one the embedding."""
+        return self.gee.forward_stages(image)
+
+    def forward_head(self, stages: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         h = stages[2]
-        n, _, height, width = image.shape
         num_maps = len(self.au_names) + 1
         feats = torch.sigmoid(self.ea_heads(self.ea_up(self.ea_res(h))))
+        n, _, height, width = feats.shape                                     # the input size
         feats = feats.view(n, num_maps, 3, height, width)                     # f^k
         masks = torch.sigmoid(self.em_head(self.em_up(h)))                    # m^k
         attended = feats * masks[:, :, None]                                   # c^k
         logits = torch.cat([clf(attended[:, i]) for i, clf in enumerate(self.classifiers)], 1)
         reconstruction = torch.sigmoid(self.decoder(attended.flatten(1, 2)))
         return {
-            "logits": logits,
-            "au_probs": torch.sigmoid(logits),
+            "au_logits": logits,
             "reconstruction": reconstruction,
-            "target": (image * self.std + self.mean).clamp(0.0, 1.0),
-            "masks": masks,
-            "embedding": self._embed(stages[3]),
+            "au_masks": masks,
+            "expr_embedding": self._embed(stages[3]),
         }
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_head(self.forward_features(image))
+
+    def reconstruction_target(self, image: torch.Tensor) -> torch.Tensor:
+        """The normalised input mapped back to pixel range [0, 1] with the card's mean/std:
+        what D_r's ``reconstruction`` rebuilds (``L_rec``)."""
+        return (image * self.std + self.mean).clamp(0.0, 1.0)
 
     def lam_parameters(self, which: str) -> list[nn.Parameter]:
         """Parameters of one part: ``gee``, ``mask`` (E_m), or ``rest`` (E_a, D_r, g^i)."""

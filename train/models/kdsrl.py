@@ -110,7 +110,8 @@ def au_groups_for(au_names: tuple[str, ...]) -> list[tuple[tuple[int, ...], tupl
 
 
 class KDSRL(nn.Module):
-    """``forward(image, boxes=None) -> dict(logits, au_probs)``; ``ssl_forward`` pre-trains."""
+    """``forward(image, boxes=None) -> dict(au_logits)`` (:mod:`aue_edge.train.models.outputs`),
+    i.e. ``forward_head(forward_features(image, boxes))``; ``ssl_forward`` pre-trains."""
 
     def __init__(self, au_names: tuple[str, ...] | list[str], depth: int = 50, width: float = 1.0,
                  stem: str = "imagenet", input_size_px: int = 224, roi_size: int = 2,
@@ -165,8 +166,8 @@ class KDSRL(nn.Module):
         self.register_buffer("output_order", torch.tensor([flat.index(a) for a in self.au_names]),
                              persistent=False)
 
-    def area_features(self, image: torch.Tensor, boxes: torch.Tensor | None = None
-                      ) -> torch.Tensor:
+    def forward_features(self, image: torch.Tensor, boxes: torch.Tensor | None = None
+                         ) -> torch.Tensor:
         """(N, 8, area_dim) RoIAlign features; ``boxes`` (N, 8, 4) input pixels or fixed."""
         fmap = self.encoder(image)
         n, c = fmap.shape[:2]
@@ -185,7 +186,7 @@ class KDSRL(nn.Module):
     def ssl_forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, dict[int, list[torch.Tensor]]]:
         """Projections (N, 8, proj_dim) and predictions {target area: [(N, proj_dim), ...]}."""
-        feats = self.area_features(image, boxes)
+        feats = self.forward_features(image, boxes)
         n = feats.shape[0]
         z = self.projector(feats.reshape(n * self.num_areas, -1)).view(n, self.num_areas, -1)
         predictions: dict[int, list[torch.Tensor]] = {}
@@ -193,13 +194,15 @@ class KDSRL(nn.Module):
             predictions.setdefault(target, []).append(predictor(z[:, source]))
         return z, predictions
 
-    def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
-        feats = self.area_features(image, boxes)
+    def forward_head(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-AU-group classifiers on the area features, outputs in ``au_names`` order."""
         logits = torch.cat([clf(feats[:, list(areas)].flatten(1))
                             for (areas, _aus), clf in zip(self.groups, self.classifiers)], 1)
-        logits = logits[:, self.output_order]
-        return {"logits": logits, "au_probs": torch.sigmoid(logits)}
+        return {"au_logits": logits[:, self.output_order]}
+
+    def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        return self.forward_head(self.forward_features(image, boxes))
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())

@@ -71,8 +71,9 @@ def normalize_landmarks(landmarks: torch.Tensor, size_px: tuple[int, int]) -> to
 
 
 class LPNet(nn.Module):
-    """``forward(image, landmarks=None, stage=None) -> dict(logits, au_probs, f_au, f_s)``,
-    i.e. ``forward_head(forward_features(image), landmarks, stage)``."""
+    """``forward(image, landmarks=None, stage=None) -> dict(au_logits, appearance_features
+    (f_au), shape_features (f_s, stage 3))`` (:mod:`aue_edge.train.models.outputs`), i.e.
+    ``forward_head(forward_features(image), landmarks, stage)``."""
 
     def __init__(self, au_names: tuple[str, ...] | list[str], depth: int = 34, width: float = 1.0,
                  stem: str = "imagenet", input_size_px: int = 224, lstm_hidden: int = 64,
@@ -141,7 +142,7 @@ class LPNet(nn.Module):
         L-Net (2), L-Net + P-Net on ``landmarks`` (3)."""
         stage = self.check_stage(stage)
         f_au = local.mean(1)
-        out = {"f_au": f_au}
+        out = {"appearance_features": f_au}
         if stage == 1:
             logits = self.fc(f_au)
         else:
@@ -153,9 +154,8 @@ class LPNet(nn.Module):
                                   "use mean_shape_68() when no landmark detector is available")
             f_s = self.pnet_hidden(normalize_landmarks(landmarks, self.input_size_px))
             logits = logits + self.pnet_out(f_s)
-            out["f_s"] = f_s
-        out["logits"] = logits
-        out["au_probs"] = torch.sigmoid(logits)
+            out["shape_features"] = f_s
+        out["au_logits"] = logits
         return out
 
     def forward(self, image: torch.Tensor, landmarks: torch.Tensor | None = None,
