@@ -174,6 +174,10 @@ def test_cli_flags_map_onto_the_config(repo_root):
         overrides_from_args(argparse.Namespace(stage=[1]))
     assert is_au_config(repo_root / "train" / "configs" / "kdsrl_tiny.yaml")
     assert not is_au_config({"model": "aue_crl_r18"})
+    # a name no family registers goes to the AU loader, which names the registered models
+    assert is_au_config({"model": {"name": "lp_net_tiyn"}})
+    with pytest.raises(ConfigError, match="unknown model 'lp_net_tiyn'; registered models"):
+        train_from_config({"model": {"name": "lp_net_tiyn"}})
 
 
 @pytest.mark.parametrize("artifact", ["checkpoint", "onnx"])

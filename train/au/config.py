@@ -11,7 +11,7 @@ keys) are applied before validation::
     augment: {flip_prob: 0.5, ...}             # aue_edge.train.augment.AugmentConfig
     lp_net:  {...} | gtle_net: {...} | kdsrl: {...}   # the method's stages, one section
 
-The method section is chosen by the model family (the registered name's prefix).
+The method section is chosen by the model's family (``aue_edge.train.models.model_family``).
 """
 from __future__ import annotations
 
@@ -41,11 +41,13 @@ class ModelSection:
 
     @property
     def family(self) -> str:
-        for family in FAMILIES:
-            if self.name == family or self.name.startswith(family + "_"):
-                return family
-        raise ConfigError(f"model.name {self.name!r} is not an AU detector; expected a name "
-                          f"starting with one of {FAMILIES}")
+        from aue_edge.train.models import list_models, model_family
+
+        family = model_family(self.name)
+        if family not in FAMILIES:
+            raise ConfigError(f"model.name {self.name!r} is not an AU detector; AU detectors: "
+                              f"{[n for n in list_models() if model_family(n) in FAMILIES]}")
+        return family
 
     def resolved_au_names(self) -> tuple[str, ...]:
         from aue_edge.train import knowledge

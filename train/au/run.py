@@ -31,11 +31,14 @@ from aue_edge.train.au.data import AuArrays, au_dataset_arrays, ferplus_arrays
 from aue_edge.train.au.evaluate import write_report
 from aue_edge.train.au.trainers import predict_au_probs, run_training
 from aue_edge.train.data.folds import BP4D_FOLDS, CKPLUS_FOLDS, DISFA_FOLDS
+from aue_edge.train.models import list_models, model_family
 from aue_edge.train.runtime import read_checkpoint, seed_everything, select_device
 
 
 def is_au_config(config: str | Path | dict) -> bool:
-    """True when a training config (path or parsed dict) names an AU-detector model."""
+    """True when a training config (path or parsed dict) names an AU-detector model, or a
+    model name that is not registered (the AU config loader reports it with the registered
+    names)."""
     raw = config
     if not isinstance(config, dict):
         try:
@@ -44,7 +47,9 @@ def is_au_config(config: str | Path | dict) -> bool:
             return False  # the caller's own loader reports the problem with its context
     model = raw.get("model") if isinstance(raw, dict) else None
     name = model.get("name") if isinstance(model, dict) else model
-    return isinstance(name, str) and any(name == f or name.startswith(f + "_") for f in FAMILIES)
+    if not isinstance(name, str):
+        return False
+    return name not in list_models() or model_family(name) in FAMILIES
 
 
 # aue train flags -> config keys (the flags of aue_edge.train.cli.train_main that apply here)
@@ -353,7 +358,7 @@ def evaluate_au_detector(model_path: str | Path, dataset: str, root: str | Path,
     else:
         probs = predict_au_probs(model, arrays, batch_size, stage=stage)
     scores = f1_frame(probs[:, columns], arrays.binary_targets(), common)
-    family = next(f for f in FAMILIES if name == f or name.startswith(f + "_"))
+    family = model_family(name)
     files = write_report(out_dir, {f"fold{fold}" if fold else "all_subjects": scores},
                          family, dataset)
     return {"model": str(model_path), "dataset": dataset, "fold": fold, "au_names": list(common),

@@ -74,7 +74,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from aue_edge.edge.errors import ConfigError
-from aue_edge.train.models.registry import register_model
 from aue_edge.train.models.resnet import STEMS, ResNet, resnet_feature_sizes
 
 BRANCHES = ("full", "expression")
@@ -536,7 +535,7 @@ class ExportWrapper(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Registered variants
+# Variants (create_model's names; see the module docstring)
 # ---------------------------------------------------------------------------------------------
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -559,16 +558,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _make_builder(variant: str):
-    def builder(**overrides: Any) -> AueCrl:
-        model = AueCrl(build_config(**{**VARIANTS[variant], **overrides}))
-        model.variant = variant
-        return model
-
-    builder.__name__ = f"build_{variant}"
-    builder.__doc__ = f"AUE-CRL variant {variant!r}: {VARIANTS[variant] or 'the defaults'}."
-    return builder
-
-
-for _name in VARIANTS:
-    register_model(_name)(_make_builder(_name))
+def build(**config: Any) -> AueCrl:
+    """An AUE-CRL network from keyword options (``create_model`` passes a variant's)."""
+    return AueCrl(build_config(**config))

@@ -31,6 +31,7 @@ Choices the paper leaves open or that cannot be reproduced here (configurable):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,6 @@ from torch import nn
 
 from aue_edge.edge.errors import ConfigError
 from aue_edge.train.au.backbone import ResNetTrunk
-from aue_edge.train.models.registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -203,30 +203,24 @@ class GTLENet(nn.Module):
         return [p for module in parts[which] for p in module.parameters()]
 
 
-def _build(au_names=None, **config) -> GTLENet:
+# Variants (create_model's names): option overrides of GTLENet's defaults.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # the paper's setting: 256 px, 16-d embedding, 16..256-channel per-AU classifiers
+    "gtle_net": {},
+    # Jetson-sized: ResNet-18 GEE at width 1/2, 128 px, slimmer LAM/classifiers
+    "gtle_net_r18_128": {"input_size_px": 128, "gee_depth": 18, "gee_width": 0.5,
+                         "lam_channels": 64, "classifier_channels": [8, 16, 32, 64, 128]},
+    # tests: ResNet-18 GEE at width 1/8, small stem, 32 px, 8-channel LAM
+    "gtle_net_tiny": {"input_size_px": 32, "gee_stem": "small", "gee_depth": 18,
+                      "gee_width": 0.125, "lam_channels": 8, "lam_res_blocks": 1,
+                      "classifier_channels": [4, 4, 8, 8, 8]},
+}
+
+
+def build(au_names: list[str] | None = None, **config: Any) -> GTLENet:
+    """A GTLE-Net from keyword options; ``au_names`` default: BP4D's 12 AUs."""
     if au_names is None:
         from aue_edge.train.knowledge import BP4D_AUS
 
         au_names = BP4D_AUS
     return GTLENet(au_names=au_names, **config)
-
-
-@register_model("gtle_net")
-def gtle_net(**config) -> GTLENet:
-    """The paper's setting: 256 px, 16-d embedding, 16..256-channel per-AU classifiers."""
-    return _build(**config)
-
-
-@register_model("gtle_net_r18_128")
-def gtle_net_r18_128(**config) -> GTLENet:
-    """A Jetson-sized GTLE-Net: ResNet-18 GEE at width 1/2, 128 px, slimmer LAM/classifiers."""
-    return _build(**{"input_size_px": 128, "gee_depth": 18, "gee_width": 0.5,
-                     "lam_channels": 64, "classifier_channels": [8, 16, 32, 64, 128], **config})
-
-
-@register_model("gtle_net_tiny")
-def gtle_net_tiny(**config) -> GTLENet:
-    """Test configuration: ResNet-18 GEE at width 1/8, small stem, 32 px, 8-channel LAM."""
-    return _build(**{"input_size_px": 32, "gee_stem": "small", "gee_depth": 18, "gee_width": 0.125,
-                     "lam_channels": 8, "lam_res_blocks": 1,
-                     "classifier_channels": [4, 4, 8, 8, 8], **config})

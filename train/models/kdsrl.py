@@ -32,13 +32,14 @@ Choices the paper leaves open (configurable):
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
 
 from aue_edge.edge.errors import ConfigError
 from aue_edge.train.au.backbone import ResNetTrunk
-from aue_edge.train.models.registry import register_model
 
 EXTRA_AU_AREAS: dict[str, tuple[int, ...]] = {"AU5": (1, 2), "AU16": (6, 7), "AU20": (4, 5, 6)}
 
@@ -221,30 +222,24 @@ def default_area_boxes(input_size_px: int) -> np.ndarray:
     return area_boxes(landmarks, (input_size_px, input_size_px))
 
 
-def _build(au_names=None, **config) -> KDSRL:
+# Variants (create_model's names): option overrides of KDSRL's defaults.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # the paper's setting: ResNet-50 to conv4_x, 224 px, 2x2 RoIs (4096-d per area)
+    "kdsrl": {},
+    # Jetson-sized: ResNet-18 to stage 3 (256 ch, 14x14 at 112 px, small stem)
+    "kdsrl_r18_112": {"depth": 18, "stem": "small", "input_size_px": 112, "proj_hidden": 512,
+                      "pred_hidden": 256, "classifier_hidden": [256, 64]},
+    # tests: ResNet-18 at width 1/8 to stage 3 (32 ch), 64 px, small heads
+    "kdsrl_tiny": {"depth": 18, "width": 0.125, "stem": "small", "input_size_px": 64,
+                   "proj_hidden": 32, "proj_dim": 16, "pred_hidden": 16,
+                   "classifier_hidden": [16, 8]},
+}
+
+
+def build(au_names: list[str] | None = None, **config: Any) -> KDSRL:
+    """A KDSRL model from keyword options; ``au_names`` default: BP4D's 12 AUs."""
     if au_names is None:
         from aue_edge.train.knowledge import BP4D_AUS
 
         au_names = BP4D_AUS
     return KDSRL(au_names=au_names, **config)
-
-
-@register_model("kdsrl")
-def kdsrl(**config) -> KDSRL:
-    """The paper's setting: ResNet-50 to conv4_x, 224 px, 2x2 RoIs (4096-d per area)."""
-    return _build(**config)
-
-
-@register_model("kdsrl_r18_112")
-def kdsrl_r18_112(**config) -> KDSRL:
-    """A Jetson-sized KDSRL: ResNet-18 to stage 3 (256 ch, 14x14 at 112 px, small stem)."""
-    return _build(**{"depth": 18, "stem": "small", "input_size_px": 112, "proj_hidden": 512,
-                     "pred_hidden": 256, "classifier_hidden": [256, 64], **config})
-
-
-@register_model("kdsrl_tiny")
-def kdsrl_tiny(**config) -> KDSRL:
-    """Test configuration: ResNet-18 at width 1/8 to stage 3 (32 ch), 64 px, small heads."""
-    return _build(**{"depth": 18, "width": 0.125, "stem": "small", "input_size_px": 64,
-                     "proj_hidden": 32, "proj_dim": 16, "pred_hidden": 16,
-                     "classifier_hidden": [16, 8], **config})

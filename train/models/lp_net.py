@@ -36,12 +36,13 @@ Choices the paper leaves open (all configurable, defaults here):
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from aue_edge.edge.errors import ConfigError
 from aue_edge.train.au.backbone import ResNetTrunk
-from aue_edge.train.models.registry import register_model
 
 SCAN_ORDERS = ("raster", "snake")
 STAGES = (1, 2, 3)
@@ -163,28 +164,22 @@ class LPNet(nn.Module):
         return self.forward_head(self.forward_features(image), landmarks, stage)
 
 
-def _build(au_names=None, **config) -> LPNet:
+# Variants (create_model's names): option overrides of LPNet's defaults.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # the paper's LP-Net: ResNet-34 stem, 224 px, one LSTM per AU, P-Net (BP4D's 12 AUs)
+    "lp_net": {},
+    # Jetson-sized for 112 px gray faces: ResNet-18, small stem (7x7 grid at 112)
+    "lp_net_r18_112": {"depth": 18, "stem": "small", "input_size_px": 112},
+    # tests: ResNet-18 at width 1/8, 64 px (4x4 grid), hidden 8
+    "lp_net_tiny": {"depth": 18, "width": 0.125, "stem": "small", "input_size_px": 64,
+                    "lstm_hidden": 8, "pnet_hidden": 16},
+}
+
+
+def build(au_names: list[str] | None = None, **config: Any) -> LPNet:
+    """An LP-Net from keyword options; ``au_names`` default: BP4D's 12 AUs."""
     if au_names is None:
         from aue_edge.train.knowledge import BP4D_AUS
 
         au_names = BP4D_AUS
     return LPNet(au_names=au_names, **config)
-
-
-@register_model("lp_net")
-def lp_net(**config) -> LPNet:
-    """The paper's LP-Net: ResNet-34 stem, 224 px, one LSTM per AU, P-Net (BP4D's 12 AUs)."""
-    return _build(**config)
-
-
-@register_model("lp_net_r18_112")
-def lp_net_r18_112(**config) -> LPNet:
-    """A Jetson-sized LP-Net for 112 px gray faces: ResNet-18, small stem (7x7 grid at 112)."""
-    return _build(**{"depth": 18, "stem": "small", "input_size_px": 112, **config})
-
-
-@register_model("lp_net_tiny")
-def lp_net_tiny(**config) -> LPNet:
-    """Test configuration: ResNet-18 at width 1/8, 64 px (4x4 grid), hidden 8."""
-    return _build(**{"depth": 18, "width": 0.125, "stem": "small", "input_size_px": 64,
-                     "lstm_hidden": 8, "pnet_hidden": 16, **config})
