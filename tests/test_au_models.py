@@ -15,7 +15,18 @@ AU_MODELS = ("lp_net", "lp_net_r18_112", "lp_net_tiny", "gtle_net", "gtle_net_r1
 
 
 def test_every_au_detector_is_registered():
+    from aue_edge.train.models import aue_crl, gtle_net, kdsrl, lp_net, model_family
+
     assert set(AU_MODELS) <= set(list_models())
+    # one registration style: the registry is exactly the families' VARIANTS tables
+    tables = {"aue_crl": aue_crl, "lp_net": lp_net, "gtle_net": gtle_net, "kdsrl": kdsrl}
+    assert sorted(n for m in tables.values() for n in m.VARIANTS) == list_models()
+    for family, module in tables.items():
+        assert {model_family(n) for n in module.VARIANTS} == {family}
+    assert create_model("lp_net_tiny").config == create_model("lp_net", **lp_net.VARIANTS[
+        "lp_net_tiny"]).config
+    with pytest.raises(ConfigError, match=r"unknown model 'lp_net_tiyn'; registered models: \["):
+        create_model("lp_net_tiyn")
 
 
 def test_paper_configurations_have_the_published_shapes():
@@ -42,30 +53,64 @@ def test_tiny_forward_shapes_and_probabilities():
     lp = create_model("lp_net_tiny", au_names=list(AUECRL_AUS)).eval()
     lm = torch.as_tensor(np.tile(_mean_shape(), (2, 1, 1)))
     out = lp(x, lm)
-    assert out["au_probs"].shape == (2, 17) and out["f_au"].shape == out["f_s"].shape
-    assert torch.all((out["au_probs"] > 0) & (out["au_probs"] < 1))
+    assert out["au_logits"].shape == (2, 17)
+    assert out["appearance_features"].shape == out["shape_features"].shape
     gtle = create_model("gtle_net_tiny", au_names=list(DISFA_AUS)).eval()
-    out = gtle(torch.randn(2, 3, 32, 32))
-    assert out["au_probs"].shape == (2, 8) and out["masks"].shape == (2, 9, 32, 32)
-    assert out["reconstruction"].shape == out["target"].shape == (2, 3, 32, 32)
-    assert torch.allclose(out["embedding"].norm(dim=1), torch.ones(2), atol=1e-5)
+    image = torch.randn(2, 3, 32, 32)
+    out = gtle(image)
+    assert out["au_logits"].shape == (2, 8) and out["au_masks"].shape == (2, 9, 32, 32)
+    target = gtle.reconstruction_target(image)
+    assert out["reconstruction"].shape == target.shape == (2, 3, 32, 32)
+    assert target.min() >= 0 and target.max() <= 1 and target.std() > 0.1
+    assert torch.allclose(out["expr_embedding"].norm(dim=1), torch.ones(2), atol=1e-5)
     kd = create_model("kdsrl_tiny").eval()
-    assert kd(x)["au_probs"].shape == (2, 12)
+    assert kd(x)["au_logits"].shape == (2, 12)
     z, preds = kd.ssl_forward(x)
     assert z.shape == (2, 8, 16) and sum(len(p) for p in preds.values()) == 26
 
 
+def test_every_family_returns_the_documented_output_keys():
+    from aue_edge.train.models.outputs import OUTPUT_KEYS
+
+    lm = torch.as_tensor(np.tile(_mean_shape(), (2, 1, 1)))
+    runs = {"aue_crl_cpu_tiny": [((torch.randn(2, 3, 64, 64),), {"stage": k}) for k in (1, 2, 3)],
+            "lp_net_tiny": [((torch.randn(2, 3, 64, 64), lm), {"stage": k}) for k in (1, 2, 3)],
+            "gtle_net_tiny": [((torch.randn(2, 3, 32, 32),), {})],
+            "kdsrl_tiny": [((torch.randn(2, 3, 64, 64),), {})]}
+    for name, calls in runs.items():
+        model = create_model(name).eval()
+        for args, kwargs in calls:
+            with torch.no_grad():
+                out = model(*args, **kwargs)
+                head = model.forward_head(model.forward_features(*args[:1]), *args[1:],
+                                          **kwargs)
+            assert set(out) <= set(OUTPUT_KEYS), (name, kwargs, set(out) - set(OUTPUT_KEYS))
+            assert set(head) == set(out), (name, kwargs)
+            if kwargs.get("stage", 2) >= 2:
+                assert out["au_logits"].shape == (2, len(model.config["au_names"])), name
+
+
 def test_lp_net_stages_select_the_head():
+    from aue_edge.train.au.export import AuDetectorGraph
+
     lp = create_model("lp_net_tiny").eval()
     x = torch.randn(2, 3, 64, 64)
-    lp.set_stage(1)
-    assert torch.allclose(lp(x)["logits"], lp.fc(lp(x)["f_au"]), atol=1e-6)
-    lp.set_stage(3)
-    with pytest.raises(ConfigError, match="needs a landmarks input"):
-        lp(x)
+    with torch.no_grad():
+        out = lp(x, stage=1)
+        assert torch.allclose(out["au_logits"], lp.fc(out["appearance_features"]), atol=1e-6)
+        assert torch.equal(lp.forward_head(lp.forward_features(x), stage=1)["au_logits"],
+                           out["au_logits"])
+        with pytest.raises(ConfigError, match="needs a landmarks input"):
+            lp(x)       # the default is the last stage: P-Net
+        # the export graph of an LP-Net trained to stage 2 runs L-Net and takes no landmarks
+        graph = AuDetectorGraph(lp, stage=2)
+        assert graph.input_names == ("image",) and not lp.needs_landmarks(2)
+        assert torch.equal(graph(x), torch.sigmoid(lp(x, stage=2)["au_logits"]))
+        assert AuDetectorGraph(lp).input_names == ("image", "landmarks")
     no_pnet = create_model("lp_net_tiny", use_pnet=False)
+    assert not no_pnet.needs_landmarks()
     with pytest.raises(ConfigError, match="use_pnet=False"):
-        no_pnet.set_stage(3)
+        no_pnet(x, stage=3)
 
 
 def test_kdsrl_groups_cover_every_au_in_order():
@@ -77,7 +122,7 @@ def test_kdsrl_groups_cover_every_au_in_order():
         for (_areas, aus), clf in zip(kd.groups, kd.classifiers):
             clf[-1].weight.zero_()
             clf[-1].bias.copy_(torch.tensor([float(AUECRL_AUS.index(a)) for a in aus]))
-    logits = kd.eval()(torch.randn(2, 3, 64, 64))["logits"]
+    logits = kd.eval()(torch.randn(2, 3, 64, 64))["au_logits"]
     assert torch.equal(logits[0], torch.arange(17, dtype=torch.float32))
     boxes = np.array(kd.config["fixed_boxes"])
     assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
@@ -111,17 +156,15 @@ def test_pnet_shape_feature_is_linear_and_a_bias_under_the_mean_shape():
         out = model(images, moved)
         same = model(images, shape)
     # f_s is linear (no ReLU at its end): it takes negative values, so L_r is not met by zeros
-    assert (out["f_s"] < 0).any()
+    assert (out["shape_features"] < 0).any()
     # with the mean shape for every face (no landmark provider), P-Net adds the same per-AU
     # term to every image: a learned bias, which docs/au_detectors.md states
-    model.set_stage(2)
     with torch.no_grad():
-        no_pnet = model(images)["logits"]
-    bias = same["logits"] - no_pnet
+        no_pnet = model(images, stage=2)["au_logits"]
+    bias = same["au_logits"] - no_pnet
     assert torch.allclose(bias, bias[:1].expand_as(bias), atol=1e-5)
-    model.set_stage(3)
     with torch.no_grad():
-        varied = model(images, moved)["logits"] - no_pnet
+        varied = model(images, moved)["au_logits"] - no_pnet
     assert not torch.allclose(varied, varied[:1].expand_as(varied), atol=1e-4)
 
 

@@ -38,6 +38,29 @@ def ferplus_runs(repo_root, ferplus_root, tmp_path_factory):
     return {f: (_tiny(repo_root, f, out / f, ferplus_root), out / f) for f in FAMILIES}
 
 
+def test_lp_net_trained_to_stage_2_exports_and_scores_stage_2(repo_root, ferplus_root,
+                                                              tmp_path):
+    """The stage an LP-Net was trained to travels in the checkpoint (model_stage), not in the
+    model: its export runs L-Net without the untrained P-Net and takes no landmarks input."""
+    from aue_edge.train.au.export import export_au_checkpoint
+
+    stages = [{"stage": 1, "epochs": 1, "lr_stem": 1e-3, "lr_head": 1e-3},
+              {"stage": 2, "epochs": 1, "lr_stem": 5e-4, "lr_head": 1e-3}]
+    _tiny(repo_root, "lp_net", tmp_path, ferplus_root, **{"lp_net.stages": stages},
+          **{"data.max_train_images": 16, "data.max_eval_images": 8})
+    model, payload = load_checkpoint(tmp_path / "model.pt")
+    assert payload["model_stage"] == 2
+    path = export_au_checkpoint(tmp_path / "model.pt", tmp_path / "onnx")
+    assert find_card(path).extra_inputs == {}
+    image = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
+    with OrtBackend(path) as backend:
+        assert [i.name for i in backend.inputs] == ["image"]
+        got = backend.infer({"image": image})["au_probs"]
+    with torch.no_grad():
+        ref = torch.sigmoid(model.eval()(torch.from_numpy(image), stage=2)["au_logits"])
+    np.testing.assert_allclose(got, ref.numpy(), rtol=1e-3, atol=1e-4)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_loss_decreases_on_real_ferplus_images(repo_root, ferplus_root, tmp_path, family):
@@ -112,7 +135,8 @@ def test_export_card_and_ort_parity(ferplus_runs, tmp_path, family):
         assert [i.name for i in backend.inputs] == list(feeds)
         got = backend.infer(feeds)["au_probs"]
     with torch.no_grad():
-        ref = model.eval()(*(torch.from_numpy(v) for v in feeds.values()))["au_probs"].numpy()
+        out = model.eval()(*(torch.from_numpy(v) for v in feeds.values()))
+    ref = torch.sigmoid(out["au_logits"]).numpy()
     assert got.shape == (3, len(card.outputs.au_names))
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-4)
 
@@ -174,8 +198,8 @@ def test_cli_flags_map_onto_the_config(repo_root):
         cli_overrides(["run.batch_size"])
     assert read_config_family(repo_root / "aue_edge" / "train" / "configs" / "kdsrl_tiny.yaml") == "kdsrl"
     assert config_family({"model": {"name": "aue_crl_r18"}}, "x") == "aue_crl"
-    with pytest.raises(ConfigError, match="names no trainable model"):
-        config_family({"model": {"name": "resnet18"}}, "x")
+    with pytest.raises(ConfigError, match=r"names no trainable model.*registered models: .*'lp_net_tiny'"):
+        config_family({"model": {"name": "lp_net_tiyn"}}, "x")
 
 
 @pytest.mark.parametrize("artifact", ["checkpoint", "onnx"])

@@ -27,9 +27,9 @@ def test_variants_are_registered():
 def test_forward_shapes_per_stage(tiny):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        s1 = tiny(x, upto="expression")
-        s2 = tiny(x, upto="au")
-        s3 = tiny(x, upto="full")
+        s1 = tiny(x, stage=1)
+        s2 = tiny(x, stage=2)
+        s3 = tiny(x)
     assert set(s1) == {"expr_features", "expr_logits", "emotion_logits"}
     assert s1["expr_logits"].shape == (2, len(FERPLUS_LABELS))
     assert s2["au_logits"].shape == (2, len(AUECRL_AUS))
@@ -40,12 +40,21 @@ def test_forward_shapes_per_stage(tiny):
     assert ((s3["attention"] > 0) & (s3["attention"] < 1)).all()
     paper = create_model("aue_crl_cpu_tiny", attention="kcaus").eval()
     with torch.no_grad():
-        weights = paper(x, upto="full")["attention"]
+        weights = paper(x, stage=3)["attention"]
     torch.testing.assert_close(weights.sum(1), torch.ones(2))
     assert s3["fused_logits"].shape == (2, 8)
     assert s3["emotion_logits"] is s3["fused_logits"]
     # The expression path is shared: stage 1 and stage 3 compute the same pred1.
     torch.testing.assert_close(s1["expr_logits"], s3["expr_logits"])
+    # forward = forward_head(forward_features): the backbone maps feed every stage's head
+    with torch.no_grad():
+        feats = tiny.forward_features(x)
+        head = tiny.forward_head(feats, stage=2)
+    assert [f.shape[1] for f in feats] == [f.channels for f in tiny.backbone.feature_info]
+    assert set(head) == set(s2)
+    torch.testing.assert_close(head["au_logits"], s2["au_logits"])
+    with pytest.raises(ConfigError, match="stage must be 1, 2 or 3"):
+        tiny.forward_head(feats, stage=4)
 
 
 def test_mean_attention_ablation_is_uniform():
@@ -116,11 +125,11 @@ def test_stage_freezing_routes_gradients(tiny):
     from aue_edge.train.trainer import _set_modes, _set_trainable
 
     model = create_model("aue_crl_cpu_tiny")
-    for stage, upto, key in ((2, "au", "au_logits"), (3, "full", "fused_logits")):
+    for stage, key in ((2, "au_logits"), (3, "fused_logits")):
         model.zero_grad(set_to_none=True)
         trained = {id(p) for p in _set_trainable(model, stage, StageConfig())}
         _set_modes(model, stage, StageConfig())
-        out = model(torch.randn(4, 3, 64, 64), upto=upto)
+        out = model(torch.randn(4, 3, 64, 64), stage=stage)
         loss = out[key].float().pow(2).mean()
         if stage == 2:
             loss = loss + model.prior_weight.sum()

@@ -97,7 +97,7 @@ def test_loss_decreases_on_real_faces(packed_small):
     opt = torch.optim.SGD(model.stage_parameters(1), lr=0.05, momentum=0.9)
     losses = []
     for _ in range(6):
-        loss = torch.nn.functional.cross_entropy(model(x, upto="expression")["expr_logits"], y)
+        loss = torch.nn.functional.cross_entropy(model(x, stage=1)["expr_logits"], y)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -336,7 +336,7 @@ def test_stage2_au_output_learns_and_depends_on_the_input(trained, packed_small,
     arrays = read_packed(packed_small, "train")
     probs = torch.sigmoid(torch.from_numpy(predict_arrays(
         model, torch.from_numpy(arrays.images), (64, 64), IMAGENET_MEAN,
-        IMAGENET_STD, 64, torch.device("cpu"), upto="au")["au_logits"])).numpy()
+        IMAGENET_STD, 64, torch.device("cpu"), stage=2)["au_logits"])).numpy()
     from aue_edge.train.losses import pseudo_au_labels
 
     pseudo = pseudo_au_labels(torch.from_numpy(arrays.labels), model.prior_weight,
@@ -383,7 +383,7 @@ def test_sigmoid_attention_trains_from_the_pred1_warm_start(trained):
     assert torch.equal(model.fused_head.weight[:, :e], model.expr_head.weight)
     assert model.fused_head.weight[:, e:].abs().max() > 0
     model.train()
-    out = model(torch.randn(4, 3, 64, 64), upto="full")
+    out = model(torch.randn(4, 3, 64, 64), stage=3)
     assert ((out["attention"] > 0) & (out["attention"] < 1)).all()  # independent gates
     torch.nn.functional.cross_entropy(out["fused_logits"], torch.tensor([0, 1, 2, 3])).backward()
     assert model.attention_fc.weight.grad.abs().sum() > 0

@@ -68,7 +68,7 @@ def _checkpoint_predictor(path: Path, device: str):
     from aue_edge.train.runtime import load_checkpoint, select_device
 
     model, payload = load_checkpoint(path)
-    if is_au_detector(model, payload):
+    if is_au_detector(payload):
         raise _detector_error(path)
     card: ModelCard = card_from_checkpoint(payload, model, None)
     dev = select_device(device)

@@ -184,9 +184,11 @@ def card_from_checkpoint(payload: dict[str, Any], model: torch.nn.Module,
     )
 
 
-def is_au_detector(model: torch.nn.Module, payload: dict[str, Any]) -> bool:
+def is_au_detector(payload: dict[str, Any]) -> bool:
     """A checkpoint of the AU-detector trainer (LP-Net, GTLE-Net, KDSRL), not of AUE-CRL."""
-    return "au_names" in payload and not hasattr(model, "export_module")
+    from aue_edge.train.models import model_family
+
+    return model_family(payload["model_name"]) != "aue_crl"
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET,
@@ -197,13 +199,10 @@ def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = 
     checkpoint = Path(checkpoint)
     model, payload = load_checkpoint(checkpoint)
     model.eval()
-    if is_au_detector(model, payload):
+    if is_au_detector(payload):
         from aue_edge.train.au.export import export_au_checkpoint
 
         return export_au_checkpoint(checkpoint, out_dir, opset, metrics)
-    if not hasattr(model, "export_module"):
-        raise ModelFileError(f"{payload['model_name']!r} models have no export graph "
-                             f"(export_module); export them with export_onnx() directly")
     wrapper = model.export_module(payload.get("final_logits", "fused_logits")).eval()
     card = card_from_checkpoint(payload, model, checkpoint, opset, metrics)
     h, w = card.input.size_px

@@ -156,9 +156,10 @@ def run_epochs(*, model: torch.nn.Module, model_name: str, optimizer: torch.opti
 @torch.no_grad()
 def predict_arrays(model: torch.nn.Module, images: torch.Tensor, size_px: tuple[int, int],
                    mean: tuple, std: tuple, batch_size: int, device: torch.device,
-                   upto: str = "full", amp: bool = True,
+                   stage: int = 3, amp: bool = True,
                    channels_last: bool = False) -> dict[str, np.ndarray]:
-    """Run ``model`` (eval mode) over uint8 images; returns every output as float32 numpy."""
+    """Run ``model`` (eval mode) up to training stage ``stage`` over uint8 images; returns
+    every output as float32 numpy."""
     was_training = model.training
     model.eval()
     chunks: dict[str, list[np.ndarray]] = {}
@@ -168,7 +169,7 @@ def predict_arrays(model: torch.nn.Module, images: torch.Tensor, size_px: tuple[
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast_context(device, amp):
-                out = model(x, upto=upto)
+                out = model(x, stage=stage)
             for key, value in out.items():
                 chunks.setdefault(key, []).append(value.float().cpu().numpy())
     finally:

@@ -91,7 +91,7 @@ def checkpoint_from_onnx(onnx_path: str | Path, out_path: str | Path, atol: floa
     from onnx import numpy_helper
 
     from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
-    from aue_edge.train.models import create_model
+    from aue_edge.train.models import create_model, list_models, model_family
     from aue_edge.train.runtime import save_checkpoint
 
     onnx_path = Path(onnx_path)
@@ -104,7 +104,9 @@ def checkpoint_from_onnx(onnx_path: str | Path, out_path: str | Path, atol: floa
                              f"{exc})") from None
     card = _onnx_card(proto, onnx_path)
     arch = card.get("architecture", {})
-    if not str(arch.get("name", "")).startswith("aue_crl") or "config" not in arch:
+    name = arch.get("name")
+    if (name not in list_models() or model_family(name) != "aue_crl"
+            or "config" not in arch):
         raise ModelFileError(f"{onnx_path}: its card names architecture "
                              f"{arch.get('name')!r}; only AUE-CRL exports can be imported")
     model = create_model(arch["name"], **arch["config"])

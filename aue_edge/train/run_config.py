@@ -25,7 +25,6 @@ from aue_edge.core.config_files import read_yaml
 from aue_edge.core.errors import ConfigError
 
 AU_FAMILIES = ("lp_net", "gtle_net", "kdsrl")
-FAMILIES = ("aue_crl",) + AU_FAMILIES
 
 # aue train's shorthand flags -> the config keys they set (the same for every trainer)
 FLAG_KEYS = {"out_dir": "run.out_dir", "root": "data.root", "packed": "data.packed",
@@ -33,8 +32,11 @@ FLAG_KEYS = {"out_dir": "run.out_dir", "root": "data.root", "packed": "data.pack
 
 
 def family_of(model_name: str) -> str | None:
-    """The family of a registered model name (``lp_net_r18_112`` -> ``lp_net``), or None."""
-    return next((f for f in FAMILIES if model_name == f or model_name.startswith(f + "_")), None)
+    """The family of a registered model name (the family whose VARIANTS table has it, e.g.
+    ``lp_net_r18_112`` -> ``lp_net``), or None for a name no family registers."""
+    from aue_edge.train.models import list_models, model_family
+
+    return model_family(model_name) if model_name in list_models() else None
 
 
 def config_family(raw: Any, origin: str) -> str:
@@ -52,9 +54,11 @@ def config_family(raw: Any, origin: str) -> str:
     name = model.get("name") if isinstance(model, dict) else None
     family = family_of(name) if isinstance(name, str) else None
     if family is None:
+        from aue_edge.train.models import list_models
+
         raise ConfigError(f"{origin}: model.name {name!r} names no trainable model; a training "
-                          f"config starts with model: {{name: ...}}, the name beginning with one "
-                          f"of {FAMILIES}")
+                          f"config starts with model: {{name: ...}}, one of the registered "
+                          f"models: {list_models()}")
     return family
 
 

@@ -234,7 +234,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
 
     def classify_validation(logit_key: str) -> tuple[float, dict[str, Any]]:
         out = predict_arrays(model, val_images, size_px, mean, std, cfg.eval_batch_size, device,
-                             upto="expression" if logit_key == "expr_logits" else "full",
+                             stage=1 if logit_key == "expr_logits" else 3,
                              amp=cfg.amp, channels_last=cfg.channels_last)
         rep = classification_report(val_arr.labels, out[logit_key].argmax(1),
                                     model.cfg.emotion_labels)
@@ -270,7 +270,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
 
             def step(idx, st=st, targets=targets, tm=train_model):
                 _set_modes(model, 1, st)
-                out = tm(batch_inputs(idx), upto="expression")
+                out = tm(batch_inputs(idx), stage=1)
                 loss = F.cross_entropy(out["expr_logits"].float(), targets[idx],
                                        label_smoothing=st.label_smoothing)
                 return loss, {"ce": loss.item()}
@@ -282,7 +282,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
             def step(idx, st=st, tm=train_model, core=core):
                 _set_modes(model, 2, st)
                 idx = with_ckplus(idx, st.ckplus_fraction)
-                out = tm(batch_inputs(idx), upto="au")
+                out = tm(batch_inputs(idx), stage=2)
                 logits = out["au_logits"].float()
                 probs = torch.sigmoid(logits)
                 pseudo = pseudo_au_labels(labels[idx], core.prior_weight, core.prior_low,
@@ -302,7 +302,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
 
             def validate(core=core):
                 out = predict_arrays(model, val_images, size_px, mean, std, cfg.eval_batch_size,
-                                     device, upto="au", amp=cfg.amp,
+                                     device, stage=2, amp=cfg.amp,
                                      channels_last=cfg.channels_last)
                 with torch.no_grad():
                     pseudo = pseudo_au_labels(torch.from_numpy(val_arr.labels).to(device),
@@ -325,7 +325,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
             def step(idx, st=st, tm=train_model):
                 _set_modes(model, 3, st)
                 idx = with_ckplus(idx, st.ckplus_fraction)
-                out = tm(batch_inputs(idx), upto="full")
+                out = tm(batch_inputs(idx), stage=3)
                 ce = F.cross_entropy(out["fused_logits"].float(), labels[idx],
                                      label_smoothing=st.label_smoothing)
                 pair = au_pair_loss(out["attention"].float(), pos, neg, st.pair_variant,
@@ -369,7 +369,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
             report["prior_weight"] = {"learned": model.prior_weight.detach().cpu().tolist(),
                                       "init": model.prior_init.cpu().tolist()}
             out = predict_arrays(model, val_images, size_px, mean, std, cfg.eval_batch_size,
-                                 device, upto="au", amp=cfg.amp, channels_last=cfg.channels_last)
+                                 device, stage=2, amp=cfg.amp, channels_last=cfg.channels_last)
             with torch.no_grad():
                 pseudo = pseudo_au_labels(torch.from_numpy(val_arr.labels).to(device),
                                           model.prior_weight, model.prior_low,
@@ -380,7 +380,7 @@ def train(cfg: TrainConfig, resume: bool = False, init_checkpoint: str | None = 
         if ck and 2 in cfg.stages:
             # Per-AU decision thresholds fitted on the CK+ training faces (never a test fold).
             out = predict_arrays(model, torch.from_numpy(ck.images), size_px, mean, std,
-                                 cfg.eval_batch_size, device, upto="au", amp=cfg.amp,
+                                 cfg.eval_batch_size, device, stage=2, amp=cfg.amp,
                                  channels_last=cfg.channels_last)
             final_card["au_thresholds"] = fit_au_thresholds(
                 1 / (1 + np.exp(-out["au_logits"])), ck.aus, ck.known, au_names)

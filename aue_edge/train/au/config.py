@@ -12,7 +12,7 @@ keys) are applied before validation::
     lp_net:  {...} | gtle_net: {...} | kdsrl: {...}   # the method's stages, one section
 
 This is the layout every training config shares (:mod:`aue_edge.train.run_config`, AUE-CRL's
-too); the method section is chosen by the model family (the registered name's prefix).
+too); the method section is chosen by the model's family (``aue_edge.train.models.model_family``).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Any
 from aue_edge.core.config_files import check_fields, read_yaml
 from aue_edge.core.errors import ConfigError
 from aue_edge.train.augment import AugmentConfig
-from aue_edge.train.run_config import AU_FAMILIES as FAMILIES, apply_overrides, family_of
+from aue_edge.train.run_config import AU_FAMILIES as FAMILIES, apply_overrides
 DATASETS = ("ferplus", "bp4d", "disfa", "ckplus")
 AU_SETS = ("auecrl", "bp4d", "disfa")
 
@@ -40,11 +40,13 @@ class ModelSection:
 
     @property
     def family(self) -> str:
-        family = family_of(self.name)
-        if family in FAMILIES:
-            return family
-        raise ConfigError(f"model.name {self.name!r} is not an AU detector; expected a name "
-                          f"starting with one of {FAMILIES}")
+        from aue_edge.train.models import list_models, model_family
+
+        family = model_family(self.name)
+        if family not in FAMILIES:
+            raise ConfigError(f"model.name {self.name!r} is not an AU detector; AU detectors: "
+                              f"{[n for n in list_models() if model_family(n) in FAMILIES]}")
+        return family
 
     def resolved_au_names(self) -> tuple[str, ...]:
         from aue_edge.data import knowledge

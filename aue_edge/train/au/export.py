@@ -41,19 +41,25 @@ LANDMARKS_INPUT = {
 
 
 class AuDetectorGraph(nn.Module):
-    """The deployable graph: ``image`` (+ ``landmarks`` for LP-Net stage 3) -> ``au_probs``."""
+    """The deployable graph: ``image`` (+ ``landmarks`` for LP-Net stage 3) -> ``au_probs``.
 
-    def __init__(self, model: nn.Module) -> None:
+    ``stage``: the LP-Net stage to run (a checkpoint's ``model_stage``; None: its last one)."""
+
+    def __init__(self, model: nn.Module, stage: int | None = None) -> None:
         super().__init__()
         self.model = model
-        self.takes_landmarks = getattr(model, "stage", None) == 3 and hasattr(model, "pnet_out")
+        self.stage_kwargs = {} if stage is None else {"stage": stage}
+        self.takes_landmarks = (hasattr(model, "needs_landmarks")
+                                and model.needs_landmarks(stage))
         self.input_names = ("image", "landmarks") if self.takes_landmarks else ("image",)
         self.output_names = ("au_probs",)
 
     def forward(self, image: torch.Tensor, landmarks: torch.Tensor | None = None) -> torch.Tensor:
         if self.takes_landmarks:
-            return self.model(image, landmarks)["au_probs"]
-        return self.model(image)["au_probs"]
+            out = self.model(image, landmarks, **self.stage_kwargs)
+        else:
+            out = self.model(image, **self.stage_kwargs)
+        return torch.sigmoid(out["au_logits"])
 
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
         """Batch 2 by default: a batch-1 example can fix an LSTM graph's batch to 1."""
@@ -75,7 +81,7 @@ def au_model_card(model: nn.Module, model_name: str, payload: dict[str, Any] | N
     from aue_edge.train.au.trainers import INPUT_COLOR, INPUT_MEAN, INPUT_STD
 
     payload = payload or {}
-    graph = AuDetectorGraph(model)
+    graph = AuDetectorGraph(model, payload.get("model_stage"))
     inp = payload.get("input", {})
     arch = {"name": model_name, "parameters": int(sum(p.numel() for p in model.parameters())),
             "config": dict(getattr(model, "config", {}))}
@@ -110,9 +116,10 @@ def au_model_card(model: nn.Module, model_name: str, payload: dict[str, Any] | N
 def export_au_detector(model: nn.Module, out_dir: str | Path, model_name: str | None = None,
                        opset: int = DEFAULT_OPSET, payload: dict[str, Any] | None = None,
                        checkpoint: Path | None = None) -> Path:
-    """``out_dir/model.onnx`` + ``card.json`` for an in-memory AU detector."""
+    """``out_dir/model.onnx`` + ``card.json`` for an in-memory AU detector (an LP-Net runs the
+    stage ``payload["model_stage"]`` names; none: its last)."""
     model = model.eval()
-    graph = AuDetectorGraph(model).eval()
+    graph = AuDetectorGraph(model, (payload or {}).get("model_stage")).eval()
     name = model_name or (payload or {}).get("model_name") or type(model).__name__.lower()
     card = au_model_card(model, name, payload, checkpoint, opset)
     with warnings.catch_warnings():
@@ -137,8 +144,6 @@ def export_au_checkpoint(checkpoint: str | Path, out_dir: str | Path,
         raise ModelFileError(f"checkpoint {checkpoint} is not an AU-detector run (no au_names); "
                              f"was it written by 'aue train' with an lp_net/gtle_net/kdsrl "
                              f"config?")
-    if payload.get("model_stage") is not None and hasattr(model, "set_stage"):
-        model.set_stage(int(payload["model_stage"]))   # an LP-Net trained only to stage 1 or 2
     if metrics:
         payload = {**payload, "metrics": {**payload.get("metrics", {}), **metrics}}
     return export_au_detector(model, out_dir, payload["model_name"], opset, payload, checkpoint)

@@ -213,7 +213,7 @@ def train_from_config(config: str | Path | dict, overrides: dict[str, Any] | Non
                                   extra=extra)
             if cfg.data.dataset == "ckplus":
                 fold_probs[fold] = predict_au_probs(result.model, everything,
-                                                    cfg.run.eval_batch_size)
+                                                    cfg.run.eval_batch_size, stage=result.stage)
             fold_scores[f"fold{fold}"] = result.scores
             folds[f"fold{fold}"] = {"init": init, "train": _describe(train),
                                     "test": _describe(test),
@@ -303,8 +303,7 @@ def evaluate_au_detector(model_path: str | Path, dataset: str, root: str | Path,
         from aue_edge.train.runtime import load_checkpoint
 
         model, payload = load_checkpoint(model_path)
-        if payload.get("model_stage") is not None and hasattr(model, "set_stage"):
-            model.set_stage(int(payload["model_stage"]))
+        stage = payload.get("model_stage")   # an LP-Net trained only to stage 1 or 2
         model_aus, size, name = model.au_names, model.input_size_px[0], payload["model_name"]
     common = tuple(a for a in model_aus if a in reader.au_names)
     if not common:
@@ -328,7 +327,7 @@ def evaluate_au_detector(model_path: str | Path, dataset: str, root: str | Path,
                 chunks.append(backend.infer(feeds)["au_probs"])
         probs = np.concatenate(chunks)
     else:
-        probs = predict_au_probs(model, arrays, batch_size)
+        probs = predict_au_probs(model, arrays, batch_size, stage=stage)
     scores = f1_frame(probs[:, columns], arrays.binary_targets(), common)
     family = family_of(name)
     files = write_report(out_dir, {f"fold{fold}" if fold else "all_subjects": scores},

@@ -50,6 +50,7 @@ class TrainResult:
     checkpoint: Path
     history: list[dict]
     scores: AuScores | None
+    stage: int | None = None     # LP-Net: the stage trained last (its forward's ``stage``)
 
 
 class _Context:
@@ -159,7 +160,7 @@ def train_lp_net(ctx: _Context) -> None:
     sl_generator = torch.Generator().manual_seed(ctx.cfg.run.seed + 1)
     for index, stage in enumerate(method.stages):
         name = f"stage{stage.stage}"
-        model.set_stage(stage.stage)
+        model.check_stage(stage.stage)
         if ctx.resume_stage(index, name):
             continue
         groups = [{"params": _params(model.stem), "lr": stage.lr_stem}]
@@ -176,15 +177,17 @@ def train_lp_net(ctx: _Context) -> None:
             for idx in ctx.batches(len(ctx.train), f"LP-Net {name} epoch {epoch + 1}"):
                 targets = ctx.targets[idx]
                 with ctx.autocast():
-                    out = _float(model(ctx.inputs(idx), ctx.landmarks_for(idx)))
+                    out = _float(model(ctx.inputs(idx), ctx.landmarks_for(idx),
+                                       stage=stage.stage))
                 weights = (losses.selective_learning_weights(targets, rate, method.max_sl_weight,
                                                              sl_generator)
                            if method.selective_learning else None)
-                l_au = losses.weighted_bce(out["logits"], targets, weights, "mean_au")
+                l_au = losses.weighted_bce(out["au_logits"], targets, weights, "mean_au")
                 terms = {"au_bce": l_au}
                 loss = l_au
                 if stage.stage == 3 and method.orthogonality_weight > 0:
-                    l_r = losses.orthogonality_loss(out["f_au"], out["f_s"])
+                    l_r = losses.orthogonality_loss(out["appearance_features"],
+                                                    out["shape_features"])
                     loss = loss + method.orthogonality_weight * l_r
                     terms["orthogonality"] = l_r
                 optimizer.zero_grad(set_to_none=True)
@@ -259,10 +262,12 @@ def train_gtle_net(ctx: _Context) -> None:
     model.train()
     for epoch in range(method.epochs):
         for idx in ctx.batches(len(ctx.train), f"GTLE-Net AU epoch {epoch + 1}"):
+            images = ctx.inputs(idx)
             with ctx.autocast():
-                out = _float(model(ctx.inputs(idx)))
-            l_bce = losses.weighted_bce(out["logits"], ctx.targets[idx], None, "sum_au")
-            l_rec = losses.reconstruction_loss(out["reconstruction"], out["target"])
+                out = _float(model(images))
+            l_bce = losses.weighted_bce(out["au_logits"], ctx.targets[idx], None, "sum_au")
+            l_rec = losses.reconstruction_loss(out["reconstruction"],
+                                               model.reconstruction_target(images))
             loss = l_bce + method.reconstruction_weight * l_rec
             optimizer.zero_grad(set_to_none=True)
             if mask_optimizer is not None:
@@ -333,7 +338,7 @@ def train_kdsrl(ctx: _Context) -> None:
             images, boxes = ctx.augment(ctx.images[idx], boxes=boxes)
             with ctx.autocast():
                 out = _float(model(images, boxes))
-            loss = losses.weighted_bce(out["logits"], ctx.targets[idx], None, "mean_au")
+            loss = losses.weighted_bce(out["au_logits"], ctx.targets[idx], None, "mean_au")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -347,23 +352,25 @@ TRAINERS = {"lp_net": train_lp_net, "gtle_net": train_gtle_net, "kdsrl": train_k
 # ------------------------------------------------------------------------------ run + predict
 @torch.no_grad()
 def predict_au_probs(model: nn.Module, arrays: AuArrays, batch_size: int = 128,
-                     device: torch.device | str = "cpu") -> np.ndarray:
-    """(N, A) AU probabilities of a trained model on an :class:`AuArrays` (no augmentation)."""
+                     device: torch.device | str = "cpu", stage: int | None = None
+                     ) -> np.ndarray:
+    """(N, A) AU probabilities of a trained model on an :class:`AuArrays` (no augmentation);
+    ``stage``: the LP-Net stage to run (a checkpoint's ``model_stage``; None: its last)."""
     model.eval()
     size_px = tuple(model.input_size_px)
     out = []
     for start in range(0, len(arrays), batch_size):
         images = torch.as_tensor(arrays.images[start:start + batch_size], device=device)
         x = preprocess(images, size_px, INPUT_MEAN, INPUT_STD)
-        kwargs = {}
-        if hasattr(model, "pnet_out") and model.stage == 3:
+        kwargs = {} if stage is None else {"stage": stage}
+        if hasattr(model, "needs_landmarks") and model.needs_landmarks(stage):
             kwargs["landmarks"] = (mean_landmarks(len(images), device) if arrays.landmarks is None
                                    else torch.as_tensor(arrays.landmarks[start:start + batch_size],
                                                         device=device))
         elif hasattr(model, "fixed_roi_weights") and arrays.landmarks is not None:
             kwargs["boxes"] = _boxes_from_landmarks(arrays.landmarks[start:start + batch_size],
                                                     size_px[0], torch.device(device))
-        out.append(model(x, **kwargs)["au_probs"].float().cpu().numpy())
+        out.append(torch.sigmoid(model(x, **kwargs)["au_logits"].float()).cpu().numpy())
     return np.concatenate(out)
 
 
@@ -385,16 +392,18 @@ def run_training(cfg: AuTrainConfig, model: nn.Module, train: AuArrays, out_dir:
     model.to(device)
     ctx = _Context(cfg, model, train, out_dir, device)
     TRAINERS[cfg.model.family](ctx)
+    stage = cfg.method.stages[-1].stage if isinstance(cfg.method, LpNetSection) else None
     scores = None
     if evaluation is not None:
-        probs = predict_au_probs(model, evaluation, cfg.run.eval_batch_size, device)
+        probs = predict_au_probs(model, evaluation, cfg.run.eval_batch_size, device, stage)
         scores = f1_frame(probs, evaluation.binary_targets(), evaluation.au_names)
     if extra.pop("fit_thresholds", False):
-        extra["au_thresholds"] = fit_thresholds_on(model, train, cfg.run.eval_batch_size, device)
+        extra["au_thresholds"] = fit_thresholds_on(model, train, cfg.run.eval_batch_size, device,
+                                                   stage)
     model.cpu()
     checkpoint = save_checkpoint(
         out_dir / "model.pt", model, cfg.model.name, history=ctx.history,
-        au_names=list(model.au_names), model_stage=getattr(model, "stage", None),
+        au_names=list(model.au_names), model_stage=stage,
         pseudo_labels=train.pseudo, train_source=train.source,
         input={"color": INPUT_COLOR, "mean": list(INPUT_MEAN), "std": list(INPUT_STD),
                "size_px": list(model.input_size_px)},
@@ -406,18 +415,20 @@ def run_training(cfg: AuTrainConfig, model: nn.Module, train: AuArrays, out_dir:
                                           encoding="utf-8")
     plot_history(ctx.history, out_dir / "loss_curve.png", title=f"{cfg.model.name}: "
                  f"{train.source}")
-    return TrainResult(model=model, checkpoint=checkpoint, history=ctx.history, scores=scores)
+    return TrainResult(model=model, checkpoint=checkpoint, history=ctx.history, scores=scores,
+                       stage=stage)
 
 
 def fit_thresholds_on(model: nn.Module, arrays: AuArrays, batch_size: int = 128,
-                      device: torch.device | str = "cpu") -> dict[str, float]:
+                      device: torch.device | str = "cpu", stage: int | None = None
+                      ) -> dict[str, float]:
     """Per-AU best-F1 thresholds of ``model`` on ``arrays`` (real labels; AUs without a
     positive keep the card's default)."""
     from aue_edge.train.trainer import fit_au_thresholds
 
     if arrays.pseudo:
         raise ConfigError("thresholds are fitted on real AU labels, not on pseudo labels")
-    probs = predict_au_probs(model, arrays, batch_size, device)
+    probs = predict_au_probs(model, arrays, batch_size, device, stage)
     targets = arrays.binary_targets()
     return fit_au_thresholds(probs, targets == 1, targets >= 0, arrays.au_names)
 

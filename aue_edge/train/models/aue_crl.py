@@ -74,7 +74,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from aue_edge.core.errors import ConfigError
-from aue_edge.train.models.registry import register_model
 from aue_edge.train.models.resnet import STEMS, ResNet, resnet_feature_sizes
 
 BRANCHES = ("full", "expression")
@@ -305,13 +304,18 @@ def _conv_bn_relu(in_ch: int, out_ch: int) -> nn.Sequential:
 
 
 class AueCrl(nn.Module):
-    """The AUE-CRL network. ``forward(x, upto)`` computes what a training stage needs.
+    """The AUE-CRL network: ``forward(x, stage) = forward_head(forward_features(x), stage)``.
 
-    ``upto="expression"`` (stage 1): backbone + expression branch.
-    ``upto="au"`` (stage 2): + AU branch, crop nets and AU head.
-    ``upto="full"`` (stage 3 and inference): + KCAUS attention and the fused classifier.
-    Returns a dict: ``expr_logits`` (pred1), ``au_logits``, ``au_features``, ``attention``,
-    ``fused_logits`` (pred2), ``emotion_logits`` (the model's final expression logits).
+    ``forward_features`` runs the backbone (its four stage maps); ``forward_head`` computes
+    what training stage ``stage`` trains, up to and including that stage's modules:
+
+    ``stage=1``: the expression branch (``expr_features``, ``expr_logits``).
+    ``stage=2``: + AU branch, crop nets and AU head (``au_features``, ``au_logits``).
+    ``stage=3`` (the default: inference): + KCAUS attention and the fused classifier
+    (``attention``, ``fused_logits``).
+    ``emotion_logits`` is the final expression output of what ran (pred2 in stage 3, else
+    pred1). The keys are those of :mod:`aue_edge.train.models.outputs`. The expression-only
+    baseline (``branches="expression"``) has stage 1 only; any stage gives its stage-1 outputs.
     """
 
     STAGE_MODULES = {
@@ -427,17 +431,23 @@ class AueCrl(nn.Module):
         return torch.softmax(F.relu(scores), dim=1)
 
     # ------------------------------------------------------------------ forward
-    def forward(self, x: torch.Tensor, upto: str = "full") -> dict[str, torch.Tensor]:
-        feats = self.backbone.forward_features(x)
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The backbone's four stage maps, which both branches read."""
+        return self.backbone.forward_features(x)
+
+    def forward_head(self, feats: list[torch.Tensor], stage: int = 3
+                     ) -> dict[str, torch.Tensor]:
+        if stage not in self.STAGE_MODULES:
+            raise ConfigError(f"stage must be 1, 2 or 3, got {stage!r}")
         f_e = self.expression_branch(feats)
         out = {"expr_features": f_e, "expr_logits": self.expr_head(self.expr_dropout(f_e))}
         out["emotion_logits"] = out["expr_logits"]
-        if upto == "expression" or self.cfg.branches == "expression":
+        if stage == 1 or self.cfg.branches == "expression":
             return out
         au_feats = self.au_features(self.au_map(feats))
         out["au_features"] = au_feats
         out["au_logits"] = self.au_logits(au_feats)
-        if upto == "au":
+        if stage == 2:
             return out
         attn = self.attention(f_e, au_feats)
         f_a = (attn.unsqueeze(-1) * au_feats).sum(dim=1)
@@ -447,6 +457,9 @@ class AueCrl(nn.Module):
         out["fused_logits"] = self.fused_head(torch.cat([f_e, f_a], dim=1))
         out["emotion_logits"] = out["fused_logits"]
         return out
+
+    def forward(self, x: torch.Tensor, stage: int = 3) -> dict[str, torch.Tensor]:
+        return self.forward_head(self.forward_features(x), stage)
 
     @torch.no_grad()
     def init_fused_head_from_expr_head(self, f_a_scale: float = 0.1) -> None:
@@ -507,15 +520,14 @@ class ExportWrapper(nn.Module):
         self.model = model
         self.emotion_from = emotion_from
         self.has_au = model.cfg.branches == "full"
-        self.upto = "full" if emotion_from == "fused_logits" else (
-            "au" if self.has_au else "expression")
+        self.stage = 3 if emotion_from == "fused_logits" else (2 if self.has_au else 1)
 
     @property
     def output_names(self) -> tuple[str, ...]:
         return ("emotion_probs", "au_probs") if self.has_au else ("emotion_probs",)
 
     def forward(self, image: torch.Tensor):
-        out = self.model(image, upto=self.upto)
+        out = self.model(image, stage=self.stage)
         emotion = torch.softmax(out[self.emotion_from], dim=1)
         if not self.has_au:
             return emotion
@@ -523,7 +535,7 @@ class ExportWrapper(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-# Registered variants
+# Variants (create_model's names; see the module docstring)
 # ---------------------------------------------------------------------------------------------
 
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -546,16 +558,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _make_builder(variant: str):
-    def builder(**overrides: Any) -> AueCrl:
-        model = AueCrl(build_config(**{**VARIANTS[variant], **overrides}))
-        model.variant = variant
-        return model
-
-    builder.__name__ = f"build_{variant}"
-    builder.__doc__ = f"AUE-CRL variant {variant!r}: {VARIANTS[variant] or 'the defaults'}."
-    return builder
-
-
-for _name in VARIANTS:
-    register_model(_name)(_make_builder(_name))
+def build(**config: Any) -> AueCrl:
+    """An AUE-CRL network from keyword options (``create_model`` passes a variant's)."""
+    return AueCrl(build_config(**config))

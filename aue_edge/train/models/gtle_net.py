@@ -31,6 +31,7 @@ Choices the paper leaves open or that cannot be reproduced here (configurable):
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +39,6 @@ from torch import nn
 
 from aue_edge.core.errors import ConfigError
 from aue_edge.train.au.backbone import ResNetTrunk
-from aue_edge.train.models.registry import register_model
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -102,7 +102,9 @@ class AuClassifier(nn.Module):
 
 
 class GTLENet(nn.Module):
-    """``forward(image) -> dict(logits, au_probs, reconstruction, target, masks, embedding)``."""
+    """``forward(image) -> dict(au_logits, au_masks, reconstruction, expr_embedding)``
+    (:mod:`aue_edge.train.models.outputs`), i.e. ``forward_head(forward_features(image))``;
+    ``reconstruction_target(image)`` is what ``reconstruction`` rebuilds."""
 
     def __init__(self, au_names: tuple[str, ...] | list[str], input_size_px: int = 256,
                  gee_depth: int = 34, gee_width: float = 1.0, gee_stem: str = "imagenet",
@@ -161,25 +163,35 @@ class GTLENet(nn.Module):
     def _embed(self, last_map: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.embed(last_map.mean(dim=(2, 3))), dim=1)
 
-    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
-        stages = self.gee.forward_stages(image)
+    def forward_features(self, image: torch.Tensor) -> list[torch.Tensor]:
+        """The GEE trunk's four stage maps: ``h`` (the stride-16 one) feeds the LAM, the last
+        one the embedding."""
+        return self.gee.forward_stages(image)
+
+    def forward_head(self, stages: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         h = stages[2]
-        n, _, height, width = image.shape
         num_maps = len(self.au_names) + 1
         feats = torch.sigmoid(self.ea_heads(self.ea_up(self.ea_res(h))))
+        n, _, height, width = feats.shape                                     # the input size
         feats = feats.view(n, num_maps, 3, height, width)                     # f^k
         masks = torch.sigmoid(self.em_head(self.em_up(h)))                    # m^k
         attended = feats * masks[:, :, None]                                   # c^k
         logits = torch.cat([clf(attended[:, i]) for i, clf in enumerate(self.classifiers)], 1)
         reconstruction = torch.sigmoid(self.decoder(attended.flatten(1, 2)))
         return {
-            "logits": logits,
-            "au_probs": torch.sigmoid(logits),
+            "au_logits": logits,
             "reconstruction": reconstruction,
-            "target": (image * self.std + self.mean).clamp(0.0, 1.0),
-            "masks": masks,
-            "embedding": self._embed(stages[3]),
+            "au_masks": masks,
+            "expr_embedding": self._embed(stages[3]),
         }
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_head(self.forward_features(image))
+
+    def reconstruction_target(self, image: torch.Tensor) -> torch.Tensor:
+        """The normalised input mapped back to pixel range [0, 1] with the card's mean/std:
+        what D_r's ``reconstruction`` rebuilds (``L_rec``)."""
+        return (image * self.std + self.mean).clamp(0.0, 1.0)
 
     def lam_parameters(self, which: str) -> list[nn.Parameter]:
         """Parameters of one part: ``gee``, ``mask`` (E_m), or ``rest`` (E_a, D_r, g^i)."""
@@ -191,30 +203,24 @@ class GTLENet(nn.Module):
         return [p for module in parts[which] for p in module.parameters()]
 
 
-def _build(au_names=None, **config) -> GTLENet:
+# Variants (create_model's names): option overrides of GTLENet's defaults.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # the paper's setting: 256 px, 16-d embedding, 16..256-channel per-AU classifiers
+    "gtle_net": {},
+    # Jetson-sized: ResNet-18 GEE at width 1/2, 128 px, slimmer LAM/classifiers
+    "gtle_net_r18_128": {"input_size_px": 128, "gee_depth": 18, "gee_width": 0.5,
+                         "lam_channels": 64, "classifier_channels": [8, 16, 32, 64, 128]},
+    # tests: ResNet-18 GEE at width 1/8, small stem, 32 px, 8-channel LAM
+    "gtle_net_tiny": {"input_size_px": 32, "gee_stem": "small", "gee_depth": 18,
+                      "gee_width": 0.125, "lam_channels": 8, "lam_res_blocks": 1,
+                      "classifier_channels": [4, 4, 8, 8, 8]},
+}
+
+
+def build(au_names: list[str] | None = None, **config: Any) -> GTLENet:
+    """A GTLE-Net from keyword options; ``au_names`` default: BP4D's 12 AUs."""
     if au_names is None:
         from aue_edge.data.knowledge import BP4D_AUS
 
         au_names = BP4D_AUS
     return GTLENet(au_names=au_names, **config)
-
-
-@register_model("gtle_net")
-def gtle_net(**config) -> GTLENet:
-    """The paper's setting: 256 px, 16-d embedding, 16..256-channel per-AU classifiers."""
-    return _build(**config)
-
-
-@register_model("gtle_net_r18_128")
-def gtle_net_r18_128(**config) -> GTLENet:
-    """A Jetson-sized GTLE-Net: ResNet-18 GEE at width 1/2, 128 px, slimmer LAM/classifiers."""
-    return _build(**{"input_size_px": 128, "gee_depth": 18, "gee_width": 0.5,
-                     "lam_channels": 64, "classifier_channels": [8, 16, 32, 64, 128], **config})
-
-
-@register_model("gtle_net_tiny")
-def gtle_net_tiny(**config) -> GTLENet:
-    """Test configuration: ResNet-18 GEE at width 1/8, small stem, 32 px, 8-channel LAM."""
-    return _build(**{"input_size_px": 32, "gee_stem": "small", "gee_depth": 18, "gee_width": 0.125,
-                     "lam_channels": 8, "lam_res_blocks": 1,
-                     "classifier_channels": [4, 4, 8, 8, 8], **config})

@@ -32,13 +32,14 @@ Choices the paper leaves open (configurable):
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
 
 from aue_edge.core.errors import ConfigError
 from aue_edge.train.au.backbone import ResNetTrunk
-from aue_edge.train.models.registry import register_model
 
 EXTRA_AU_AREAS: dict[str, tuple[int, ...]] = {"AU5": (1, 2), "AU16": (6, 7), "AU20": (4, 5, 6)}
 
@@ -110,7 +111,8 @@ def au_groups_for(au_names: tuple[str, ...]) -> list[tuple[tuple[int, ...], tupl
 
 
 class KDSRL(nn.Module):
-    """``forward(image, boxes=None) -> dict(logits, au_probs)``; ``ssl_forward`` pre-trains."""
+    """``forward(image, boxes=None) -> dict(au_logits)`` (:mod:`aue_edge.train.models.outputs`),
+    i.e. ``forward_head(forward_features(image, boxes))``; ``ssl_forward`` pre-trains."""
 
     def __init__(self, au_names: tuple[str, ...] | list[str], depth: int = 50, width: float = 1.0,
                  stem: str = "imagenet", input_size_px: int = 224, roi_size: int = 2,
@@ -165,8 +167,8 @@ class KDSRL(nn.Module):
         self.register_buffer("output_order", torch.tensor([flat.index(a) for a in self.au_names]),
                              persistent=False)
 
-    def area_features(self, image: torch.Tensor, boxes: torch.Tensor | None = None
-                      ) -> torch.Tensor:
+    def forward_features(self, image: torch.Tensor, boxes: torch.Tensor | None = None
+                         ) -> torch.Tensor:
         """(N, 8, area_dim) RoIAlign features; ``boxes`` (N, 8, 4) input pixels or fixed."""
         fmap = self.encoder(image)
         n, c = fmap.shape[:2]
@@ -185,7 +187,7 @@ class KDSRL(nn.Module):
     def ssl_forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, dict[int, list[torch.Tensor]]]:
         """Projections (N, 8, proj_dim) and predictions {target area: [(N, proj_dim), ...]}."""
-        feats = self.area_features(image, boxes)
+        feats = self.forward_features(image, boxes)
         n = feats.shape[0]
         z = self.projector(feats.reshape(n * self.num_areas, -1)).view(n, self.num_areas, -1)
         predictions: dict[int, list[torch.Tensor]] = {}
@@ -193,13 +195,15 @@ class KDSRL(nn.Module):
             predictions.setdefault(target, []).append(predictor(z[:, source]))
         return z, predictions
 
-    def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
-        feats = self.area_features(image, boxes)
+    def forward_head(self, feats: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The per-AU-group classifiers on the area features, outputs in ``au_names`` order."""
         logits = torch.cat([clf(feats[:, list(areas)].flatten(1))
                             for (areas, _aus), clf in zip(self.groups, self.classifiers)], 1)
-        logits = logits[:, self.output_order]
-        return {"logits": logits, "au_probs": torch.sigmoid(logits)}
+        return {"au_logits": logits[:, self.output_order]}
+
+    def forward(self, image: torch.Tensor, boxes: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        return self.forward_head(self.forward_features(image, boxes))
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters())
@@ -218,30 +222,24 @@ def default_area_boxes(input_size_px: int) -> np.ndarray:
     return area_boxes(landmarks, (input_size_px, input_size_px))
 
 
-def _build(au_names=None, **config) -> KDSRL:
+# Variants (create_model's names): option overrides of KDSRL's defaults.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # the paper's setting: ResNet-50 to conv4_x, 224 px, 2x2 RoIs (4096-d per area)
+    "kdsrl": {},
+    # Jetson-sized: ResNet-18 to stage 3 (256 ch, 14x14 at 112 px, small stem)
+    "kdsrl_r18_112": {"depth": 18, "stem": "small", "input_size_px": 112, "proj_hidden": 512,
+                      "pred_hidden": 256, "classifier_hidden": [256, 64]},
+    # tests: ResNet-18 at width 1/8 to stage 3 (32 ch), 64 px, small heads
+    "kdsrl_tiny": {"depth": 18, "width": 0.125, "stem": "small", "input_size_px": 64,
+                   "proj_hidden": 32, "proj_dim": 16, "pred_hidden": 16,
+                   "classifier_hidden": [16, 8]},
+}
+
+
+def build(au_names: list[str] | None = None, **config: Any) -> KDSRL:
+    """A KDSRL model from keyword options; ``au_names`` default: BP4D's 12 AUs."""
     if au_names is None:
         from aue_edge.data.knowledge import BP4D_AUS
 
         au_names = BP4D_AUS
     return KDSRL(au_names=au_names, **config)
-
-
-@register_model("kdsrl")
-def kdsrl(**config) -> KDSRL:
-    """The paper's setting: ResNet-50 to conv4_x, 224 px, 2x2 RoIs (4096-d per area)."""
-    return _build(**config)
-
-
-@register_model("kdsrl_r18_112")
-def kdsrl_r18_112(**config) -> KDSRL:
-    """A Jetson-sized KDSRL: ResNet-18 to stage 3 (256 ch, 14x14 at 112 px, small stem)."""
-    return _build(**{"depth": 18, "stem": "small", "input_size_px": 112, "proj_hidden": 512,
-                     "pred_hidden": 256, "classifier_hidden": [256, 64], **config})
-
-
-@register_model("kdsrl_tiny")
-def kdsrl_tiny(**config) -> KDSRL:
-    """Test configuration: ResNet-18 at width 1/8 to stage 3 (32 ch), 64 px, small heads."""
-    return _build(**{"depth": 18, "width": 0.125, "stem": "small", "input_size_px": 64,
-                     "proj_hidden": 32, "proj_dim": 16, "pred_hidden": 16,
-                     "classifier_hidden": [16, 8], **config})

@@ -12,7 +12,9 @@ Architecture (paper facts; ``../shared/SEED_FACTS.md`` §2):
   sigmoid. ``L_r = |f_au . f_s|`` with ``f_au`` the mean of the k local features keeps the shape
   information out of the appearance features (orthogonality).
 - **Training stages** (trainer ``aue_edge.train.au.trainers``): (1) stem with a linear head,
-  (2) + L-Net, (3) + P-Net; the model's ``stage`` attribute selects which head is used.
+  (2) + L-Net, (3) + P-Net; the ``stage`` argument of ``forward``/``forward_head`` selects the
+  head (default: the last stage the model was built with; a checkpoint records the stage it
+  was trained to as ``model_stage``).
 
 Choices the paper leaves open (all configurable, defaults here):
 
@@ -34,12 +36,13 @@ Choices the paper leaves open (all configurable, defaults here):
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from aue_edge.core.errors import ConfigError
 from aue_edge.train.au.backbone import ResNetTrunk
-from aue_edge.train.models.registry import register_model
 
 SCAN_ORDERS = ("raster", "snake")
 STAGES = (1, 2, 3)
@@ -69,7 +72,9 @@ def normalize_landmarks(landmarks: torch.Tensor, size_px: tuple[int, int]) -> to
 
 
 class LPNet(nn.Module):
-    """``forward(image, landmarks=None) -> dict(logits, au_probs, f_au, f_s)``."""
+    """``forward(image, landmarks=None, stage=None) -> dict(au_logits, appearance_features
+    (f_au), shape_features (f_s, stage 3))`` (:mod:`aue_edge.train.models.outputs`), i.e.
+    ``forward_head(forward_features(image), landmarks, stage)``."""
 
     def __init__(self, au_names: tuple[str, ...] | list[str], depth: int = 34, width: float = 1.0,
                  stem: str = "imagenet", input_size_px: int = 224, lstm_hidden: int = 64,
@@ -108,16 +113,23 @@ class LPNet(nn.Module):
             self.pnet_hidden = nn.Sequential(nn.Linear(136, pnet_hidden), nn.ReLU(inplace=True),
                                              nn.Linear(pnet_hidden, feat))
             self.pnet_out = nn.Linear(feat, num_aus)
-        self.stage = 3 if use_pnet else (2 if use_lnet else 1)
+        self.last_stage = (3 if use_lnet and use_pnet else 2) if use_lnet else 1
 
-    def set_stage(self, stage: int) -> None:
+    def check_stage(self, stage: int | None) -> int:
+        """``stage`` (``None``: the last one this model has) after checking the model has it."""
+        if stage is None:
+            return self.last_stage
         if stage not in STAGES:
             raise ConfigError(f"LP-Net stage must be one of {STAGES}, got {stage}")
-        if (stage >= 2 and not self.use_lnet) or (stage == 3 and not self.use_pnet):
+        if stage > self.last_stage:
             raise ConfigError(f"stage {stage} needs use_lnet{' and use_pnet' * (stage == 3)}; "
                               f"this model was built with use_lnet={self.use_lnet}, "
                               f"use_pnet={self.use_pnet}")
-        self.stage = stage
+        return stage
+
+    def needs_landmarks(self, stage: int | None = None) -> bool:
+        """True when ``stage`` runs P-Net, whose input is the landmarks."""
+        return self.check_stage(stage) == 3
 
     def forward_features(self, image: torch.Tensor) -> torch.Tensor:
         """(N, k, C) local features in scan order."""
@@ -125,50 +137,49 @@ class LPNet(nn.Module):
         local = fmap.flatten(2).transpose(1, 2)
         return local[:, self.scan_index]
 
-    def forward(self, image: torch.Tensor, landmarks: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
-        local = self.forward_features(image)
+    def forward_head(self, local: torch.Tensor, landmarks: torch.Tensor | None = None,
+                     stage: int | None = None) -> dict[str, torch.Tensor]:
+        """The head of training stage ``stage`` on the local features: the linear head (1),
+        L-Net (2), L-Net + P-Net on ``landmarks`` (3)."""
+        stage = self.check_stage(stage)
         f_au = local.mean(1)
-        out = {"f_au": f_au}
-        if self.stage == 1:
+        out = {"appearance_features": f_au}
+        if stage == 1:
             logits = self.fc(f_au)
         else:
             logits = torch.cat([head(lstm(local)[0]).mean(1)
                                 for lstm, head in zip(self.lstms, self.lstm_out)], dim=1)
-        if self.stage == 3:
+        if stage == 3:
             if landmarks is None:
                 raise ConfigError("LP-Net stage 3 (P-Net) needs a landmarks input (N, 68, 2); "
                                   "use mean_shape_68() when no landmark detector is available")
             f_s = self.pnet_hidden(normalize_landmarks(landmarks, self.input_size_px))
             logits = logits + self.pnet_out(f_s)
-            out["f_s"] = f_s
-        out["logits"] = logits
-        out["au_probs"] = torch.sigmoid(logits)
+            out["shape_features"] = f_s
+        out["au_logits"] = logits
         return out
 
+    def forward(self, image: torch.Tensor, landmarks: torch.Tensor | None = None,
+                stage: int | None = None) -> dict[str, torch.Tensor]:
+        return self.forward_head(self.forward_features(image), landmarks, stage)
 
-def _build(au_names=None, **config) -> LPNet:
+
+# Variants (create_model's names): option overrides of LPNet's defaults.
+VARIANTS: dict[str, dict[str, Any]] = {
+    # the paper's LP-Net: ResNet-34 stem, 224 px, one LSTM per AU, P-Net (BP4D's 12 AUs)
+    "lp_net": {},
+    # Jetson-sized for 112 px gray faces: ResNet-18, small stem (7x7 grid at 112)
+    "lp_net_r18_112": {"depth": 18, "stem": "small", "input_size_px": 112},
+    # tests: ResNet-18 at width 1/8, 64 px (4x4 grid), hidden 8
+    "lp_net_tiny": {"depth": 18, "width": 0.125, "stem": "small", "input_size_px": 64,
+                    "lstm_hidden": 8, "pnet_hidden": 16},
+}
+
+
+def build(au_names: list[str] | None = None, **config: Any) -> LPNet:
+    """An LP-Net from keyword options; ``au_names`` default: BP4D's 12 AUs."""
     if au_names is None:
         from aue_edge.data.knowledge import BP4D_AUS
 
         au_names = BP4D_AUS
     return LPNet(au_names=au_names, **config)
-
-
-@register_model("lp_net")
-def lp_net(**config) -> LPNet:
-    """The paper's LP-Net: ResNet-34 stem, 224 px, one LSTM per AU, P-Net (BP4D's 12 AUs)."""
-    return _build(**config)
-
-
-@register_model("lp_net_r18_112")
-def lp_net_r18_112(**config) -> LPNet:
-    """A Jetson-sized LP-Net for 112 px gray faces: ResNet-18, small stem (7x7 grid at 112)."""
-    return _build(**{"depth": 18, "stem": "small", "input_size_px": 112, **config})
-
-
-@register_model("lp_net_tiny")
-def lp_net_tiny(**config) -> LPNet:
-    """Test configuration: ResNet-18 at width 1/8, 64 px (4x4 grid), hidden 8."""
-    return _build(**{"depth": 18, "width": 0.125, "stem": "small", "input_size_px": 64,
-                     "lstm_hidden": 8, "pnet_hidden": 16, **config})

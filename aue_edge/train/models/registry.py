@@ -1,53 +1,60 @@
-"""A name -> builder registry shared by AUE-CRL and the AU detectors (after timm).
+"""One way to build a model from its name, for AUE-CRL and the AU detectors (after timm).
 
-A model module registers its builders with ``@register_model("name")``; the builder takes
-keyword configuration and returns an ``nn.Module`` whose ``config`` attribute holds the exact
-keywords needed to rebuild it (checkpoints store them, so a checkpoint rebuilds its own model).
+Every model family is a module with a ``VARIANTS`` table (variant name -> the keyword options
+that make that variant) and a ``build(**config)`` function. ``create_model(name, **overrides)``
+calls its family's ``build`` with the variant's options updated by ``overrides``; the model's
+``config`` attribute holds the exact keywords needed to rebuild it (checkpoints store them, so a
+checkpoint rebuilds its own model). A new variant is a new row in its family's table.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Callable
+from types import ModuleType
 
 from aue_edge.core.errors import ConfigError
 
-_BUILDERS: dict[str, Callable] = {}
-# Modules imported on first use so that the registry fills itself.
-_MODEL_MODULES = (
-    "aue_edge.train.models.aue_crl",
-    "aue_edge.train.models.lp_net",
-    "aue_edge.train.models.gtle_net",
-    "aue_edge.train.models.kdsrl",
-)
+# family -> its module (imported on first use, so that importing this package needs no torch)
+FAMILY_MODULES = {
+    "aue_crl": "aue_edge.train.models.aue_crl",
+    "lp_net": "aue_edge.train.models.lp_net",
+    "gtle_net": "aue_edge.train.models.gtle_net",
+    "kdsrl": "aue_edge.train.models.kdsrl",
+}
+_VARIANTS: dict[str, tuple[str, ModuleType]] = {}
 
 
-def register_model(name: str) -> Callable[[Callable], Callable]:
-    def decorator(builder: Callable) -> Callable:
-        if name in _BUILDERS and _BUILDERS[name] is not builder:
-            raise ConfigError(f"model name {name!r} is registered twice")
-        _BUILDERS[name] = builder
-        return builder
+def _variants() -> dict[str, tuple[str, ModuleType]]:
+    """Variant name -> (family, module), read from the families' VARIANTS tables once."""
+    if not _VARIANTS:
+        table: dict[str, tuple[str, ModuleType]] = {}
+        for family, module_name in FAMILY_MODULES.items():
+            module = importlib.import_module(module_name)
+            for name in module.VARIANTS:
+                if name in table:
+                    raise ConfigError(f"model name {name!r} is in the VARIANTS of both "
+                                      f"{table[name][0]} and {family}")
+                table[name] = (family, module)
+        _VARIANTS.update(table)
+    return _VARIANTS
 
-    return decorator
 
-
-def _load_all() -> None:
-    for module in _MODEL_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # a real import error inside the module
-                raise
+def _lookup(name: str) -> tuple[str, ModuleType]:
+    variants = _variants()
+    if name not in variants:
+        raise ConfigError(f"unknown model {name!r}; registered models: {sorted(variants)}")
+    return variants[name]
 
 
 def list_models() -> list[str]:
-    _load_all()
-    return sorted(_BUILDERS)
+    return sorted(_variants())
 
 
-def create_model(name: str, **config):
-    """Build a registered model, e.g. ``create_model("aue_crl", num_classes=8)``."""
-    _load_all()
-    if name not in _BUILDERS:
-        raise ConfigError(f"unknown model {name!r}; registered models: {sorted(_BUILDERS)}")
-    return _BUILDERS[name](**config)
+def model_family(name: str) -> str:
+    """The family (a key of :data:`FAMILY_MODULES`) of a registered model name."""
+    return _lookup(name)[0]
+
+
+def create_model(name: str, **overrides):
+    """Build a registered model, e.g. ``create_model("aue_crl", attention="mean")``."""
+    _family, module = _lookup(name)
+    return module.build(**{**module.VARIANTS[name], **overrides})
