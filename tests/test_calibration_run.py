@@ -291,10 +291,12 @@ def test_config_file_defaults_and_validation(tmp_path):
     assert load_config() == CalibrationConfig()
     bad = tmp_path / "c.yaml"
     bad.write_text("method: entropy\nnum_imagez: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['num_imagez'\]"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:2: unknown field 'num_imagez' \(did you "
+                                          r"mean 'num_images'\?\)"):
         load_config(bad)
     bad.write_text("num_images: many\n")
-    with pytest.raises(ConfigError, match="'num_images' must be an integer"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:1: field 'num_images': expected an integer, "
+                                          r"found 'many'"):
         load_config(bad)
     bad.write_text("method: kl\n")
     with pytest.raises(ConfigError, match="method must be one of"):

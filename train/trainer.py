@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from aue_edge.edge.config_files import check_fields, read_yaml
+from aue_edge.edge.config_files import load_dataclass, read_yaml_with_lines
 from aue_edge.edge.errors import ConfigError, DatasetError, ModelFileError
 from aue_edge.train.augment import AugmentConfig, GpuAugment, preprocess
 from aue_edge.train.metrics import au_pseudo_label_stats, classification_report
@@ -140,41 +140,14 @@ class TrainConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
 
-_SECTIONS = {"data": DataConfig, "input": InputConfig, "augment": AugmentConfig,
-             "stage1": StageConfig, "stage2": StageConfig, "stage3": StageConfig}
-
-
-def _build(cls: type, values: Any, where: str) -> Any:
-    values = check_fields(cls, values, where)
-    defaults = cls()
-    kwargs = {}
-    for key, value in values.items():
-        if isinstance(getattr(defaults, key), tuple) and isinstance(value, list):
-            value = tuple(value)  # YAML lists -> the tuples the frozen config holds
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def config_from_dict(raw: dict[str, Any], origin: str = "<config>") -> TrainConfig:
-    """Build and validate a :class:`TrainConfig` from parsed YAML."""
+def config_from_dict(raw: dict[str, Any], origin: str = "<config>",
+                     lines: dict[str, int] | None = None,
+                     overridden: frozenset[str] = frozenset()) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from parsed YAML (``lines``, ``overridden``:
+    see :func:`aue_edge.edge.config_files.load_dataclass`)."""
     if not isinstance(raw, dict) or "model" not in raw:
         raise ConfigError(f"{origin}: a training config is a mapping with at least 'model'")
-    top = {}
-    for key, value in raw.items():
-        if key in _SECTIONS:
-            top[key] = _build(_SECTIONS[key], value or {}, f"{origin}: {key}")
-        elif key == "stages":
-            top[key] = tuple(int(s) for s in (value if isinstance(value, list) else [value]))
-        else:
-            top[key] = value
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(top) - names)
-    if unknown:
-        raise ConfigError(f"{origin}: unknown key(s) {unknown}; known keys: {sorted(names)}")
-    cfg = TrainConfig(**top)
+    cfg = load_dataclass(TrainConfig, raw, origin, lines, overridden)
     validate_config(cfg, origin)
     return cfg
 
@@ -224,14 +197,15 @@ def validate_config(cfg: TrainConfig, origin: str = "<config>") -> None:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config; ``overrides`` maps dotted keys (``stage1.epochs``) to values."""
     path = Path(path)
-    raw = read_yaml(path, "training config") or {}
+    raw, lines = read_yaml_with_lines(path, "training config")
+    raw = raw or {}
     for dotted, value in (overrides or {}).items():
         node = raw
         *parents, leaf = dotted.split(".")
         for part in parents:
             node = node.setdefault(part, {})
         node[leaf] = value
-    return config_from_dict(raw, str(path))
+    return config_from_dict(raw, str(path), lines, frozenset(overrides or {}))
 
 
 # ---------------------------------------------------------------------------------------------
