@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -96,3 +97,30 @@ def packed_small(ferplus_root, tmp_path_factory):
     splits = {"train": load_split_arrays(data, "valid", limit=64, progress=False),
               "valid": load_split_arrays(data, "test", limit=32, progress=False)}
     return pack_arrays(tmp_path_factory.mktemp("packed") / "small.npz", splits, compress=False)
+
+
+def _check_documented_defaults(path: Path, defaults: Mapping, section: tuple = (),
+                               loaded: Mapping | None = None, also_known: tuple = ()) -> None:
+    """A shipped config file shows the code's defaults: every key of ``defaults`` is in the file
+    (under the nested keys ``section``) with that value, and the file has no other key except
+    ``also_known`` ones. ``loaded``: the file's values as the code loaded them (YAML lists
+    become tuples there); by default the YAML values themselves."""
+    import yaml
+
+    shown = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    for key in section:
+        shown = shown[key]
+    values = shown if loaded is None else {key: loaded[key] for key in shown}
+    unknown = sorted(set(values) - set(defaults) - set(also_known))
+    missing = sorted(set(defaults) - set(values))
+    differ = {key: (values[key], defaults[key]) for key in defaults
+              if key in values and values[key] != defaults[key]}
+    assert not (unknown or missing or differ), (
+        f"{path}: keys the code does not know {unknown}; defaults the file does not show "
+        f"{missing}; values that differ (file, code): {differ}")
+
+
+@pytest.fixture(scope="session")
+def check_documented_defaults():
+    """The check that a shipped config file (config/*.yaml) shows the code's defaults."""
+    return _check_documented_defaults

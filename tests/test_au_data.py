@@ -124,7 +124,8 @@ def test_config_errors_name_the_file_and_key(tmp_path):
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {name: lp_net_tiny}\nrun: {batch_sise: 4}\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: run: unknown key\(s\) \['batch_sise'\]"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml:2: unknown field 'run\.batch_sise' \(did "
+                                          r"you mean 'batch_size'\?\)"):
         load_au_config(bad)
     bad.write_text("model: {name: lp_net_tiny}\nlp_net:\n  stages:\n"
                    "    - {stage: 3, epochs: 1, lr_stem: 1.0e-3, lr_head: 1.0e-3}\n"

@@ -7,6 +7,7 @@ its FER+ accuracy is above chance and the INT8 accuracy check means something.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import re
 import json
 import shutil
@@ -287,14 +288,19 @@ def test_calibrating_into_the_fp32_folder_keeps_its_card(model_dir, train_faces,
     assert ModelCard.load(result.card).precision == "int8-qdq"
 
 
-def test_config_file_defaults_and_validation(tmp_path):
-    assert load_config() == CalibrationConfig()
+def test_config_file_defaults_and_validation(tmp_path, repo_root, check_documented_defaults):
+    path = repo_root / "config" / "calibration.yaml"
+    check_documented_defaults(path, dataclasses.asdict(CalibrationConfig()),
+                              loaded=dataclasses.asdict(load_config(path)))
+    assert load_config() == CalibrationConfig()   # the shipped file is the default one
     bad = tmp_path / "c.yaml"
     bad.write_text("method: entropy\nnum_imagez: 3\n")
-    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['num_imagez'\]"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:2: unknown field 'num_imagez' \(did you "
+                                          r"mean 'num_images'\?\)"):
         load_config(bad)
     bad.write_text("num_images: many\n")
-    with pytest.raises(ConfigError, match="'num_images' must be an integer"):
+    with pytest.raises(ConfigError, match=r"c\.yaml:1: field 'num_images': expected an integer, "
+                                          r"found 'many'"):
         load_config(bad)
     bad.write_text("method: kl\n")
     with pytest.raises(ConfigError, match="method must be one of"):

@@ -249,17 +249,15 @@ def test_the_drop_reason_names_a_shared_memory_segment_too_small_for_the_frames(
     assert shm_segment_bytes({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) is None
 
 
-def test_the_shipped_params_file_matches_the_perception_node(repo_root):
+def test_the_shipped_params_file_matches_the_perception_node(repo_root,
+                                                            check_documented_defaults):
     """config/perception.yaml names only declared parameters and shows each node default as
     it is (a default changed in the node must be changed in the documented file too)."""
-    import yaml
-
     from aue_edge.ros_nodes.perception_node import NODE_NAME, NODE_PARAMS, PARAMS
 
-    values = yaml.safe_load((repo_root / "config" / "perception.yaml").read_text())
-    values = values[NODE_NAME]["ros__parameters"]
-    assert set(values) <= {spec.name for spec in PARAMS}, set(values)
+    path = repo_root / "config" / "perception.yaml"
+    check_documented_defaults(path, {spec.name: spec.default for spec in NODE_PARAMS},
+                              section=(NODE_NAME, "ros__parameters"),
+                              also_known=tuple(spec.name for spec in PARAMS))
     for spec in NODE_PARAMS:
-        assert spec.name in values, f"{spec.name} is missing from config/perception.yaml"
-        assert values[spec.name] == spec.default, spec.name
-        assert spec.problem(values[spec.name]) is None
+        assert spec.problem(spec.default) is None, spec.name

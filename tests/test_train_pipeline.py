@@ -211,7 +211,8 @@ def test_config_validation_names_the_problem(tmp_path, ferplus_root):
     bad.write_text("model: {name: aue_crl_cpu_tiny}\ndata: {root: x}\n"
                    "aue_crl: {stage1: {epochs: 1, lr: 0.1, lrr: 2}}\n")
     with pytest.raises(ConfigError,
-                       match=r"bad.yaml: aue_crl.stage1: unknown key\(s\) \['lrr'\]"):
+                       match=r"bad\.yaml:3: unknown field 'aue_crl\.stage1\.lrr' \(did you "
+                             r"mean 'lr'\?\)"):
         load_config(bad)
     with pytest.raises(ConfigError, match=r"bad.yaml: run: unknown key\(s\) \['epochs'\]"):
         load_config(bad, {"run.epochs": 3})

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aue_edge.core.config_files import check_fields, read_yaml
+from aue_edge.core.config_files import load_dataclass, read_yaml_with_lines
 from aue_edge.core.errors import ConfigError
 
 GROUPS = ("preprocess", "infer", "postprocess", "end_to_end", "ros")
@@ -102,54 +102,8 @@ class BenchConfig:
         return path
 
     @classmethod
-    def from_mapping(cls, data: Any, origin: str) -> "BenchConfig":
-        """Build from a parsed YAML/JSON mapping; unknown keys and wrong types name the field."""
-        values = {name: _coerce(name, value, origin)
-                  for name, value in check_fields(cls, data, origin).items()}
-        try:
-            return cls(**values)
-        except ConfigError as exc:
-            raise ConfigError(f"{origin}: {exc}") from None
-
-    @classmethod
     def load(cls, path: str | Path) -> "BenchConfig":
         """Read a YAML (or JSON, which is YAML) benchmark config."""
-        data = read_yaml(path, "benchmark config", "pass an existing YAML file or leave "
-                         "--config out to use the defaults")
-        return cls.from_mapping(data or {}, origin=str(path))
-
-
-_TUPLE_FIELDS = {"groups": str, "model_dirs": str, "backends": str, "precisions": str,
-                 "batches": int}
-# scalar field -> (accepted types, None allowed, description for the error message)
-_SCALAR_FIELDS = {
-    "rounds": ((int,), False, "an integer"),
-    "warmup_rounds": ((int,), False, "an integer"),
-    "ros_rounds": ((int,), False, "an integer"),
-    "num_threads": ((int,), True, "an integer or null"),
-    "ros_stream_s": ((int, float), False, "a number"),
-    "ros_timeout_s": ((int, float), False, "a number"),
-    "face_image": ((str,), True, "a path or null"),
-    "au_model_dir": ((str,), True, "a path or null"),
-    "smoke": ((bool,), False, "true or false"),
-}
-
-
-def _coerce(name: str, value: Any, origin: str) -> Any:
-    """Turn YAML lists into tuples and check scalar types, naming the field on failure."""
-    if name in _TUPLE_FIELDS:
-        item_type = _TUPLE_FIELDS[name]
-        if isinstance(value, (str, int)):
-            value = [value]
-        if not isinstance(value, (list, tuple)) or not all(
-                isinstance(v, item_type) and not isinstance(v, bool) for v in value):
-            raise ConfigError(f"{origin}: field '{name}' must be a list of "
-                              f"{item_type.__name__}, got {value!r}")
-        return tuple(value)
-    types, none_ok, what = _SCALAR_FIELDS[name]
-    if value is None and none_ok:
-        return None
-    # bool is an int in Python: only the 'smoke' field takes it
-    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
-        raise ConfigError(f"{origin}: field '{name}' must be {what}, got {value!r}")
-    return float(value) if name in ("ros_stream_s", "ros_timeout_s") else value
+        data, lines = read_yaml_with_lines(path, "benchmark config", "pass an existing YAML "
+                                           "file or leave --config out to use the defaults")
+        return load_dataclass(cls, data, str(path), lines)

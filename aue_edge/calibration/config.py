@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aue_edge.core.config_files import check_fields, read_yaml
+from aue_edge.core.config_files import load_dataclass, read_yaml_with_lines
 from aue_edge.core.errors import ConfigError
 from aue_edge.core.paths import find_share_file
 from aue_edge.edge.trt_cache import CACHE_ALGORITHMS
@@ -115,32 +115,6 @@ def load_config(path: str | Path | None = None) -> CalibrationConfig:
         if path is None:
             return CalibrationConfig()
     path = Path(path)
-    data = read_yaml(path, "calibration config", "pass an existing YAML file (the defaults "
-                     "are in config/calibration.yaml)") or {}
-    values: dict[str, Any] = {}
-    for key, value in check_fields(CalibrationConfig, data, f"calibration config {path}").items():
-        default = getattr(CalibrationConfig, key, None)
-        try:
-            if isinstance(default, tuple):
-                if not isinstance(value, (list, tuple)):
-                    raise TypeError(f"a list, got {type(value).__name__}")
-                value = tuple(str(v) for v in value)
-            elif isinstance(default, bool):
-                if not isinstance(value, bool):
-                    raise TypeError(f"true or false, got {value!r}")
-            elif isinstance(default, int):
-                if isinstance(value, bool) or not isinstance(value, int):
-                    raise TypeError(f"an integer, got {value!r}")
-            elif isinstance(default, float):
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise TypeError(f"a number, got {value!r}")
-                value = float(value)
-            elif isinstance(default, str):
-                value = str(value)
-        except TypeError as exc:
-            raise ConfigError(f"calibration config {path}: key '{key}' must be {exc}") from None
-        values[key] = value
-    try:
-        return CalibrationConfig(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"calibration config {path}: {exc}") from None
+    data, lines = read_yaml_with_lines(path, "calibration config", "pass an existing YAML file "
+                                       "(the defaults are in config/calibration.yaml)")
+    return load_dataclass(CalibrationConfig, data, f"calibration config {path}", lines)

@@ -46,7 +46,7 @@ import numpy as np
 from aue_edge.edge.backends.base import Backend
 from aue_edge.edge.backends.factory import BACKEND_KINDS, create_backend, find_model_card
 from aue_edge.edge.backends.trt_api import CUDA_BINDINGS  # a constant; TensorRT not imported
-from aue_edge.core.config_files import read_yaml_with_lines
+from aue_edge.core.config_files import load_dataclass, read_yaml_with_lines
 from aue_edge.core.errors import (AueError, ConfigError, InferenceError, ModelCardError,
                                   ModelFileError)
 from aue_edge.edge.model_card import (ENGINE_FILENAMES, FP32_MODEL_FILENAME,
@@ -203,45 +203,12 @@ class PipelineConfig:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
     def from_dict(cls, data: dict[str, Any], origin: str = "<dict>",
                   lines: dict[str, int] | None = None,
                   overridden: frozenset[str] = frozenset()) -> "PipelineConfig":
         """Build and validate; errors name ``origin``, the line (when known) and the field;
         fields in ``overridden`` came from flags / parameters, not from ``origin``."""
-        lines = lines or {}
-
-        def where(name: str) -> str:
-            if name in overridden:
-                return "override"
-            return f"{origin} line {lines[name]}" if name in lines else origin
-
-        if not isinstance(data, dict):
-            raise ConfigError(f"{origin}: a pipeline config is a mapping of field: value, found "
-                              f"{type(data).__name__}")
-        unknown = [k for k in data if k not in cls.field_names()]
-        if unknown:
-            raise ConfigError("; ".join(
-                f"{where(k)}: unknown field {k!r}" for k in unknown)
-                + f". Known fields: {', '.join(cls.field_names())}")
-        try:
-            return cls(**data)
-        except ConfigError:
-            pass
-        # Re-validate field by field to report every problem with its line.
-        probe = object.__new__(cls)
-        for f in dataclasses.fields(cls):
-            object.__setattr__(probe, f.name, data.get(f.name, f.default))
-        object.__setattr__(probe, "ort_providers", _as_tuple(probe.ort_providers))
-        problems = cls.problems(probe)
-        from_file = any(name not in overridden for name, _msg in problems) and bool(lines)
-        raise ConfigError("; ".join(f"{where(name)}: field {name!r}: {msg}"
-                                    for name, msg in problems)
-                          + (". Fix the value, or delete the line to use the default."
-                             if from_file else ". Fix the value."))
+        return load_dataclass(cls, data, origin, lines, overridden)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "PipelineConfig":

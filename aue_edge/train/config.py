@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aue_edge.core.config_files import check_fields, read_yaml
+from aue_edge.core.config_files import load_dataclass, read_yaml_with_lines
 from aue_edge.core.errors import ConfigError
 from aue_edge.train.augment import AugmentConfig
 from aue_edge.train.run_config import apply_overrides, config_family
@@ -114,8 +114,9 @@ _LAYOUT = {
 }
 
 
-def _fields_from_layout(raw: Any, origin: str) -> dict[str, Any]:
-    """TrainConfig's fields from a config in the layout every training config shares."""
+def _fields_from_layout(raw: Any, origin: str) -> dict[str, tuple[Any, str]]:
+    """TrainConfig's fields from a config in the layout every training config shares: field ->
+    (value, its dotted path in the YAML)."""
     family = config_family(raw, origin)
     if family != "aue_crl":
         raise ConfigError(f"{origin}: a {family} config is trained by the AU-detector trainer "
@@ -129,7 +130,7 @@ def _fields_from_layout(raw: Any, origin: str) -> dict[str, Any]:
         raise ConfigError(f"{origin}: unknown section(s) {unknown} for an aue_crl model; "
                           f"allowed: {sorted(allowed)}"
                           + (f" (moved: {', '.join(moved)})" if moved else ""))
-    fields = {key: raw[key] for key in ("data", "augment") if key in raw}
+    fields = {key: (raw[key], key) for key in ("data", "augment") if key in raw}
     for section, keys in _LAYOUT.items():
         values = raw.get(section) or {}
         if not isinstance(values, dict):
@@ -138,36 +139,26 @@ def _fields_from_layout(raw: Any, origin: str) -> dict[str, Any]:
         if bad:
             raise ConfigError(f"{origin}: {section}: unknown key(s) {bad}; known keys: "
                               f"{sorted(keys)}")
-        fields.update({keys[k]: v for k, v in values.items()})
+        fields.update({keys[k]: (v, f"{section}.{k}") for k, v in values.items()})
     return fields
 
 
-def _build(cls: type, values: Any, where: str) -> Any:
-    values = check_fields(cls, values, where)
-    defaults = cls()
-    kwargs = {}
-    for key, value in values.items():
-        if isinstance(getattr(defaults, key), tuple) and isinstance(value, list):
-            value = tuple(value)  # YAML lists -> the tuples the frozen config holds
-        kwargs[key] = value
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def config_from_dict(raw: dict[str, Any], origin: str = "<config>") -> TrainConfig:
-    """Build and validate a :class:`TrainConfig` from parsed YAML."""
-    top = {}
-    for key, value in _fields_from_layout(raw, origin).items():
-        if key in _SECTIONS:
-            section = f"aue_crl.{key}" if key in _LAYOUT["aue_crl"] else key
-            top[key] = _build(_SECTIONS[key], value or {}, f"{origin}: {section}")
-        elif key == "stages":
-            top[key] = tuple(int(s) for s in (value if isinstance(value, list) else [value]))
-        else:
-            top[key] = value
-    cfg = TrainConfig(**top)
+def config_from_dict(raw: dict[str, Any], origin: str = "<config>",
+                     lines: dict[str, int] | None = None,
+                     overridden: frozenset[str] = frozenset()) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from parsed YAML (``lines``, ``overridden``:
+    dotted YAML paths, see :func:`aue_edge.core.config_files.load_dataclass`). Each section is
+    loaded under its path in the file, so messages name ``aue_crl.stage1.epochs`` and its line."""
+    lines = lines or {}
+    fields = _fields_from_layout(raw, origin)
+    sections = {key: load_dataclass(_SECTIONS[key], value, origin, lines, overridden, prefix=path)
+                for key, (value, path) in fields.items() if key in _SECTIONS}
+    scalars = {key: value for key, (value, _path) in fields.items() if key not in _SECTIONS}
+    paths = {key: path for key, (_value, path) in fields.items() if key not in _SECTIONS}
+    cfg = load_dataclass(TrainConfig, scalars, origin,
+                         {key: lines[path] for key, path in paths.items() if path in lines},
+                         frozenset(key for key, path in paths.items() if path in overridden))
+    cfg = dataclasses.replace(cfg, **sections)
     validate_config(cfg, origin)
     return cfg
 
@@ -220,6 +211,8 @@ def validate_config(cfg: TrainConfig, origin: str = "<config>") -> None:
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a YAML config; ``overrides`` maps dotted keys (``aue_crl.stage1.epochs``) to values."""
     path = Path(path)
-    raw = read_yaml(path, "training config") or {}
+    raw, lines = read_yaml_with_lines(path, "training config")
+    raw = raw or {}
     config_family(raw, str(path))  # an old layout is reported before overrides land in it
-    return config_from_dict(apply_overrides(raw, overrides), str(path))
+    return config_from_dict(apply_overrides(raw, overrides), str(path), lines,
+                            frozenset(overrides or {}))

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aue_edge.core.config_files import check_fields, read_yaml
+from aue_edge.core.config_files import load_dataclass, read_yaml_with_lines
 from aue_edge.core.errors import ConfigError
 from aue_edge.train.augment import AugmentConfig
 from aue_edge.train.run_config import AU_FAMILIES as FAMILIES, apply_overrides
@@ -171,26 +171,6 @@ class AuTrainConfig:
 _METHOD_SECTIONS = {"lp_net": LpNetSection, "gtle_net": GtleSection, "kdsrl": KdsrlSection}
 
 
-def _build(cls, data: Any, where: str):
-    """A frozen dataclass from a mapping, naming the file/section of any bad key or value."""
-    if data is None:
-        data = {}
-    values = {}
-    for name, value in check_fields(cls, data, where).items():
-        if cls is LpNetSection and name == "stages":
-            if not isinstance(value, list) or not value:
-                raise ConfigError(f"{where}.stages: expected a non-empty list of stages")
-            value = tuple(_build(LpNetStage, s, f"{where}.stages[{i}]")
-                          for i, s in enumerate(value))
-        elif isinstance(value, list):
-            value = tuple(value)
-        values[name] = value
-    try:
-        return cls(**values)
-    except (TypeError, ConfigError) as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
 def _validate(cfg: AuTrainConfig) -> None:
     where = cfg.source
     problems = []
@@ -225,7 +205,7 @@ def _validate(cfg: AuTrainConfig) -> None:
         problems.append("run.max_steps_per_epoch must be null or >= 1")
     if isinstance(method, LpNetSection):
         stages = [s.stage for s in method.stages]
-        if stages != sorted(set(stages)) or any(s not in (1, 2, 3) for s in stages):
+        if not stages or stages != sorted(set(stages)) or any(s not in (1, 2, 3) for s in stages):
             problems.append(f"lp_net.stages must be increasing stage numbers from (1, 2, 3), got "
                             f"{stages}")
         if any(s.epochs < 0 or s.lr_stem <= 0 or s.lr_head <= 0 or s.lr_pnet <= 0
@@ -255,17 +235,23 @@ def _validate(cfg: AuTrainConfig) -> None:
 def load_au_config(source: str | Path | dict, overrides: dict[str, Any] | None = None
                    ) -> AuTrainConfig:
     """Parse and validate a YAML file (or an already-parsed dict) into :class:`AuTrainConfig`."""
+    lines: dict[str, int] = {}
     if isinstance(source, dict):
         raw, where = source, "<config>"
     else:
         path = Path(source)
-        raw = read_yaml(path, "AU training config")
+        raw, lines = read_yaml_with_lines(path, "AU training config")
         where = str(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: the top level must be a mapping with model/data/run/... "
                           f"sections")
     raw = apply_overrides(raw, overrides)
-    model = _build(ModelSection, raw.get("model"), f"{where}: model")
+    overridden = frozenset(overrides or {})
+
+    def section(cls: type, name: str) -> Any:
+        return load_dataclass(cls, raw.get(name), where, lines, overridden, prefix=name)
+
+    model = section(ModelSection, "model")
     family = model.family
     allowed = {"model", "data", "run", "augment", family}
     unknown = sorted(set(raw) - allowed)
@@ -274,10 +260,10 @@ def load_au_config(source: str | Path | dict, overrides: dict[str, Any] | None =
                           f"{sorted(allowed)}")
     cfg = AuTrainConfig(
         model=model,
-        data=_build(DataSection, raw.get("data"), f"{where}: data"),
-        run=_build(RunSection, raw.get("run"), f"{where}: run"),
-        augment=_build(AugmentConfig, raw.get("augment"), f"{where}: augment"),
-        method=_build(_METHOD_SECTIONS[family], raw.get(family), f"{where}: {family}"),
+        data=section(DataSection, "data"),
+        run=section(RunSection, "run"),
+        augment=section(AugmentConfig, "augment"),
+        method=section(_METHOD_SECTIONS[family], family),
         source=where,
     )
     _validate(cfg)
