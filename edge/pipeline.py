@@ -116,8 +116,8 @@ class PipelineConfig:
     nms_iou_threshold: float = 0.3
     detect_max_side_px: int | None = 640
     max_faces: int | None = 20
-    detect_interval_frames: int = 5       # whole-frame detection at least every N frames
-    infer_interval_frames: int = 2        # each tracked face's model runs every K frames
+    detect_interval_frames: int = 10      # whole-frame detection at least every N frames
+    infer_interval_frames: int = 3        # each tracked face's model runs every K frames
     # tracking
     track_iou_threshold: float = 0.3
     track_max_age_frames: int = 10

@@ -356,9 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "640); smaller is faster, but faces shrink by the same factor")
     parser.add_argument("--detect-interval", type=int, dest="detect_interval_frames",
                         help="whole-frame face detection at least every N frames, tracked "
-                             "faces only in between (default 5; 1: every frame)")
+                             "faces only in between (default 10; 1: every frame)")
     parser.add_argument("--infer-interval", type=int, dest="infer_interval_frames",
-                        help="run the model on each tracked face every K frames (default 2; "
+                        help="run the model on each tracked face every K frames (default 3; "
                              "1: every frame)")
     parser.add_argument("--sequence", action="store_true",
                         help="treat a folder of images as consecutive video frames (tracking "

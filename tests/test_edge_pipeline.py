@@ -285,8 +285,9 @@ def test_ids_stable_while_moving_and_new_after_expiry(model_dir, astronaut_bgr):
 
 def test_ema_smoothing_per_track_and_reset_on_new_id(model_dir, astronaut_bgr):
     dark = (astronaut_bgr * 0.5).astype(np.uint8)
-    with make_pipeline(model_dir) as raw, make_pipeline(model_dir, smoothing="ema",
-                                                        ema_alpha=0.25) as smooth:
+    # the model on every frame (infer_interval_frames 1): smoothing of fresh outputs
+    with make_pipeline(model_dir, infer_interval_frames=1) as raw, make_pipeline(
+            model_dir, smoothing="ema", ema_alpha=0.25, infer_interval_frames=1) as smooth:
         r0, s0 = raw.process(astronaut_bgr, 0.0), smooth.process(astronaut_bgr, 0.0)
         r1, s1 = raw.process(dark, 0.1), smooth.process(dark, 0.1)
     np.testing.assert_allclose(s0.faces[0].emotion_probs, r0.faces[0].emotion_probs, atol=1e-6)
