@@ -283,7 +283,8 @@ def bench_main(argv: list[str]) -> int:
 
         return run_schedules(args.out or DEFAULT_OUT,
                              args.name or _default_name().replace("bench-", "schedules-"),
-                             args.pipeline_config, args.num_threads, args.rounds or 3,
+                             args.pipeline_config, args.num_threads,
+                             3 if args.rounds is None else args.rounds,
                              args.face_image, _command_line(argv))
     return run_suites(args, argv)
 
