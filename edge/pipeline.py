@@ -13,11 +13,12 @@ Schedule (what makes a stream cheaper than its frames one by one; both 1 = the w
 every frame):
 
 - ``detect_interval_frames`` N: YuNet runs on the whole frame at least every N frames, and on
-  every frame when nothing is tracked or a tracked face is not found again; on the other frames
-  the faces tracked on the previous frame are found again in 128 px regions around their boxes
-  (:meth:`~aue_edge.edge.face.yunet.YuNetDetector.detect_regions`), which gives fresh boxes and
-  landmarks for them at a fraction of the cost. A face entering the view appears within N
-  frames.
+  every frame when no face was seen on the previous frame or a face seen there is not found
+  again; on the other frames the tracked faces are found again in 128 px regions around their
+  last boxes (:meth:`~aue_edge.edge.face.yunet.YuNetDetector.detect_regions`), which gives
+  fresh boxes and landmarks for them at a fraction of the cost; a face lost a few frames ago is
+  looked for in its region too, until its track expires. A face entering the view appears
+  within N frames.
 - ``infer_interval_frames`` K: the model runs on a new face at once and on each tracked face
   once every K frames (staggered by ID, so a group of faces spreads over the K frames); in
   between a face keeps its last model outputs (smoothing continues on them), so an expression
@@ -691,12 +692,15 @@ class Pipeline:
 
     def _detect(self, frame: np.ndarray):
         """This frame's faces: the whole frame every ``detect_interval_frames`` frames, when
-        nothing is tracked, and when a tracked face is not found again in its region;
-        otherwise the tracked faces in small regions around last frame's boxes."""
-        tracked = [t.box_xyxy for t in self.tracker.tracks if t.frames_since_seen == 0]
-        if tracked and self._frames_since_full_detect + 1 < self.config.detect_interval_frames:
-            found = self.detector.detect_regions(frame, np.stack(tracked))
-            if len(found) == len(tracked):
+        no face was seen on the previous frame, and when a face seen there is not found again
+        in its region; otherwise the faces of the live tracks in small regions around their
+        last boxes (a face lost a few frames ago is looked for there too, until it expires)."""
+        tracks = self.tracker.tracks
+        seen = np.array([t.frames_since_seen == 0 for t in tracks], bool)
+        if seen.any() and self._frames_since_full_detect + 1 < self.config.detect_interval_frames:
+            found, hit = self.detector.detect_regions(
+                frame, np.stack([t.box_xyxy for t in tracks]))
+            if hit[seen].all():
                 self._frames_since_full_detect += 1
                 return found
         self._frames_since_full_detect = 0

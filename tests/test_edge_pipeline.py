@@ -625,6 +625,22 @@ def test_each_face_runs_every_k_frames_staggered_and_keeps_its_outputs(model_dir
     assert not np.allclose(face1[3].emotion_probs, face1[2].emotion_probs, atol=1e-4)
 
 
+def test_a_face_lost_for_a_moment_is_found_again_in_its_region(model_dir, three_faces_bgr):
+    """Face 3 is covered on frames 2-3: its region finds nothing on frame 2, so the whole frame
+    is searched (2 faces); on frame 3 the two seen faces are found in their regions and face 3's
+    region is searched too; on frame 4 it is back, found there with its old ID."""
+    covered = three_faces_bgr.copy()
+    covered[:, 600:] = 128
+    frames = [three_faces_bgr, three_faces_bgr, covered, covered, three_faces_bgr]
+    with make_pipeline(model_dir, detect_interval_frames=10) as pipeline:
+        calls = spy_detector(pipeline)
+        results = [pipeline.process(frame, timestamp_s=k / 30) for k, frame in enumerate(frames)]
+    assert calls == ["frame", "regions", "regions", "frame", "regions", "regions"]
+    assert [len(r.faces) for r in results] == [3, 3, 2, 2, 3]
+    ids = [sorted(f.track_id for f in r.faces) for r in results]
+    assert ids[0] == ids[1] == ids[4] and len(set(ids[0]) - set(ids[2])) == 1
+
+
 def test_every_frame_schedule_runs_the_whole_chain_on_every_frame(model_dir, three_faces_bgr):
     with make_pipeline(model_dir, detect_interval_frames=1, infer_interval_frames=1) as pipeline:
         calls, sizes = spy_detector(pipeline), spy_model_batches(pipeline)

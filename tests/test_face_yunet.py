@@ -216,25 +216,31 @@ def test_regions_find_the_faces_of_the_whole_frame_and_map_them_back(astronaut_b
         for count, frame in scenes.items():
             whole = det.detect(frame)
             moved = whole.boxes_xyxy + np.array([8, -8, 8, -8], np.float32)
-            assert_same_faces(det.detect_regions(frame, moved), whole)
-            assert_same_faces(narrow.detect_regions(frame, moved), whole)
+            for detector in (det, narrow):
+                found, hit = detector.detect_regions(frame, moved)
+                assert_same_faces(found, whole)
+                assert hit.tolist() == [True] * count
         # a face at the frame's left edge: its region reaches past the frame (black there)
         edge = np.ascontiguousarray(astronaut_bgr[:, 150:])
         whole = det.detect(edge)
         assert len(whole) == 1 and whole.boxes_xyxy[0, 0] < 40
-        assert_same_faces(det.detect_regions(edge, whole.boxes_xyxy), whole)
+        assert_same_faces(det.detect_regions(edge, whole.boxes_xyxy)[0], whole)
 
 
 def test_regions_without_their_face_give_nothing(astronaut_bgr):
     """A region whose face left, and a region holding only another face (no overlap with its
-    box), give no face; a face seen by two overlapping regions is returned once."""
+    box), give no face and say so per box; a face seen by two overlapping regions is returned
+    once, for the box whose region scored it higher."""
     with YuNetDetector() as det:
         face = det.detect(astronaut_bgr).boxes_xyxy[0]
         blank = np.full_like(astronaut_bgr, 127)
-        assert len(det.detect_regions(blank, face[None])) == 0
         width = face[2] - face[0]
         beside = face + np.array([1.1 * width, 0, 1.1 * width, 0], np.float32)
-        assert len(det.detect_regions(astronaut_bgr, beside[None])) == 0
-        twice = det.detect_regions(astronaut_bgr, np.stack([face, face + 4]))
-        assert len(twice) == 1
-        assert len(det.detect_regions(astronaut_bgr, np.zeros((0, 4), np.float32))) == 0
+        found, hit = det.detect_regions(blank, face[None])
+        assert len(found) == 0 and hit.tolist() == [False]
+        found, hit = det.detect_regions(astronaut_bgr, np.stack([beside, face]))
+        assert len(found) == 1 and hit.tolist() == [False, True]
+        found, hit = det.detect_regions(astronaut_bgr, np.stack([face, face + 4]))
+        assert len(found) == 1 and hit.sum() == 1
+        found, hit = det.detect_regions(astronaut_bgr, np.zeros((0, 4), np.float32))
+        assert len(found) == 0 and hit.shape == (0,)

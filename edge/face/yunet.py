@@ -173,7 +173,8 @@ class YuNetDetector:
             landmarks = (landmarks + 0.5) * factor - 0.5
         return self._in_frame(boxes, scores, landmarks, height, width)
 
-    def detect_regions(self, frame_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> Detections:
+    def detect_regions(self, frame_bgr: np.ndarray, boxes_xyxy: np.ndarray
+                       ) -> tuple[Detections, np.ndarray]:
         """Find again the faces known to be near ``boxes_xyxy`` (N, 4), e.g. last frame's.
 
         Each box is re-detected in its own region: a square of :data:`REGION_SCALE` times the
@@ -184,6 +185,9 @@ class YuNetDetector:
         kept (none when no face scores ``score_threshold`` there or none overlaps the box);
         faces found twice (regions of faces side by side) are merged by NMS. Faces that were
         in no box are not looked for: a whole-frame :meth:`detect` finds those.
+
+        Returns the faces found and, per box, whether its face is among them (False when none
+        was found in its region or NMS merged it into another box's face).
         """
         frame = self._checked_frame(frame_bgr)
         height, width = frame.shape[:2]
@@ -192,16 +196,21 @@ class YuNetDetector:
         per_run = max(1, (self.detect_max_side_px or side * len(prior)) // side)
         found = []
         for start in range(0, len(prior), per_run):
-            found += self._detect_strip(frame, prior[start:start + per_run], side)
+            found += [(start + k, *face) for k, *face in
+                      self._detect_strip(frame, prior[start:start + per_run], side)]
+        hit = np.zeros(len(prior), bool)
         if not found:
-            return Detections.empty()
-        boxes, scores, landmarks = (np.stack(parts).astype(np.float32) for parts in zip(*found))
+            return Detections.empty(), hit
+        index, boxes, scores, landmarks = (np.stack(parts) for parts in zip(*found))
         keep = nms_xyxy(boxes, scores, self.nms_iou_threshold)
-        return self._in_frame(boxes[keep], scores[keep], landmarks[keep], height, width)
+        hit[index[keep]] = True
+        return self._in_frame(boxes[keep].astype(np.float32), scores[keep],
+                              landmarks[keep].astype(np.float32), height, width), hit
 
     def _detect_strip(self, frame: np.ndarray, prior: np.ndarray, side: int) -> list[tuple]:
-        """One graph run on the regions of ``prior`` side by side; (box, score, landmarks)
-        in frame pixels for each box whose face was found (see :meth:`detect_regions`)."""
+        """One graph run on the regions of ``prior`` side by side; (index in ``prior``, box,
+        score, landmarks) in frame pixels for each box whose face was found (see
+        :meth:`detect_regions`)."""
         from aue_edge.edge.tracking import iou_matrix
 
         strip = np.empty((side, side * len(prior), 3), np.uint8)
@@ -228,7 +237,7 @@ class YuNetDetector:
             overlap = iou_matrix(box[None], in_frame)[0]
             best = int(np.argmax(overlap))
             if overlap[best] > 0:
-                found.append((in_frame[best], scores[mine[best]],
+                found.append((k, in_frame[best], scores[mine[best]],
                               (landmarks[mine[best]] - shifts[k]) / scales[k]))
         return found
 
