@@ -22,6 +22,7 @@ from helpers.standin_model import (AUECRL_AUS, FERPLUS_LABELS, build_standin_mod
 
 from aue_edge.core.errors import ConfigError, InputImageError, ModelCardError, ModelFileError
 from aue_edge.edge.face.templates import FERPLUS_TEMPLATE_5PT
+from aue_edge.edge.face.yunet import YuNetDetector
 from aue_edge.edge.backends.factory import find_model_card
 from aue_edge.edge.model_card import ModelCard, embed_card_in_onnx
 from aue_edge.edge.pipeline import Pipeline, PipelineConfig, resolve_model_file
@@ -171,8 +172,9 @@ def test_ids_stable_while_moving_and_new_after_expiry(model_dir, astronaut_bgr):
 
 def test_ema_smoothing_per_track_and_reset_on_new_id(model_dir, astronaut_bgr):
     dark = (astronaut_bgr * 0.5).astype(np.uint8)
-    with make_pipeline(model_dir) as raw, make_pipeline(model_dir, smoothing="ema",
-                                                        ema_alpha=0.25) as smooth:
+    # the model on every frame (infer_interval_frames 1): smoothing of fresh outputs
+    with make_pipeline(model_dir, infer_interval_frames=1) as raw, make_pipeline(
+            model_dir, smoothing="ema", ema_alpha=0.25, infer_interval_frames=1) as smooth:
         r0, s0 = raw.process(astronaut_bgr, 0.0), smooth.process(astronaut_bgr, 0.0)
         r1, s1 = raw.process(dark, 0.1), smooth.process(dark, 0.1)
     np.testing.assert_allclose(s0.faces[0].emotion_probs, r0.faces[0].emotion_probs, atol=1e-6)
@@ -388,3 +390,162 @@ def test_cards_with_duplicate_names_or_a_degenerate_template_are_refused(tmp_pat
             r"template_5pt is degenerate"),
     }
     _assert_card_edits_refused(tmp_path, cases)
+
+
+# ---------------------------------------------------------------------------------- schedule
+def spy_detector(pipeline: Pipeline) -> list[str]:
+    """Record, per call, which detection the pipeline ran: 'frame' (whole frame) or 'regions'
+    (tracked faces only); the real detector still does the work."""
+    calls: list[str] = []
+    detector = pipeline.detector
+    whole, regions = detector.detect, detector.detect_regions
+
+    def detect(frame):
+        calls.append("frame")
+        return whole(frame)
+
+    def detect_regions(frame, boxes):
+        calls.append("regions")
+        return regions(frame, boxes)
+
+    detector.detect, detector.detect_regions = detect, detect_regions
+    return calls
+
+
+def spy_model_batches(pipeline: Pipeline) -> list[int]:
+    """Record the number of faces of every model call."""
+    sizes: list[int] = []
+    backend = pipeline.model.backend
+    infer = backend.infer
+
+    def counted(feeds):
+        sizes.append(len(feeds[pipeline.card.input.name]))
+        return infer(feeds)
+
+    backend.infer = counted
+    return sizes
+
+
+def box_iou(a, b) -> float:
+    from aue_edge.edge.tracking import iou_matrix
+
+    return float(iou_matrix(a, b)[0, 0])
+
+
+def test_tracked_faces_between_detections_and_new_faces_within_the_interval(
+        model_dir, three_faces_bgr):
+    """detect_interval_frames 4: the whole frame on frames 0 and 4, the tracked face alone in
+    between (moving 5 px a frame), with the results of the face found there; two faces that
+    enter on frame 2 appear on frame 4, the next whole-frame detection."""
+    one_face = three_faces_bgr.copy()
+    one_face[:, 330:] = 128
+    frames = [np.roll(one_face, 5 * k, axis=1) for k in range(2)]
+    frames += [np.roll(three_faces_bgr, 5 * k, axis=1) for k in range(2, 6)]
+    with make_pipeline(model_dir, detect_interval_frames=4, infer_interval_frames=1) as pipeline:
+        calls = spy_detector(pipeline)
+        results = [pipeline.process(frame, timestamp_s=k / 30) for k, frame in enumerate(frames)]
+        with YuNetDetector() as reference:
+            whole = [reference.detect(frame) for frame in frames]
+        card = pipeline.card
+    assert calls == ["frame", "regions", "regions", "regions", "frame", "regions"]
+    assert [len(r.faces) for r in results] == [1, 1, 1, 1, 3, 3]
+    first_id = results[0].faces[0].track_id
+    assert all(first_id in {f.track_id for f in r.faces} for r in results)
+    assert len({f.track_id for f in results[5].faces}) == 3
+    for result, found, frame in zip(results, whole, frames):
+        for face in result.faces:
+            # the face is where the whole-frame detector sees it ...
+            assert max(box_iou(face.box_xyxy, box) for box in found.boxes_xyxy) > 0.8
+            # ... and its outputs are the model's on the crop its own landmarks give
+            want_em, want_au = expected_outputs(frame, face.landmarks5[None], card)
+            np.testing.assert_allclose(face.emotion_probs, want_em[0], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(face.au_probs, want_au[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_lost_face_or_nothing_tracked_means_whole_frame_detection(model_dir, astronaut_bgr):
+    blank = np.full_like(astronaut_bgr, 127)
+    with make_pipeline(model_dir, detect_interval_frames=10) as pipeline:
+        calls = spy_detector(pipeline)
+        assert len(pipeline.process(astronaut_bgr, 0.0).faces) == 1
+        assert len(pipeline.process(astronaut_bgr, 0.1).faces) == 1
+        assert calls == ["frame", "regions"]
+        # the face is gone: its region is empty, so the whole frame is searched on that frame
+        assert pipeline.process(blank, 0.2).faces == []
+        assert calls[2:] == ["regions", "frame"]
+        # nothing tracked: every frame is a whole-frame detection, so a face appears at once
+        assert pipeline.process(blank, 0.3).faces == []
+        assert len(pipeline.process(astronaut_bgr, 0.4).faces) == 1
+        assert calls[4:] == ["frame", "frame"]
+        pipeline.reset()   # an unrelated image next: whole frame again
+        pipeline.process(astronaut_bgr, 0.5)
+        assert calls[6:] == ["frame"]
+
+
+def test_each_face_runs_every_k_frames_staggered_and_keeps_its_outputs(model_dir,
+                                                                         three_faces_bgr):
+    """infer_interval_frames 2 with three faces (IDs 1-3): all three on the first frame, then
+    by ID parity, 2 and 1 faces on alternate frames; a face not run keeps the outputs of its
+    last run, even when the frame changed."""
+    dark = (three_faces_bgr * 0.6).astype(np.uint8)
+    frames = [three_faces_bgr, three_faces_bgr, dark, dark, dark]
+    with make_pipeline(model_dir, detect_interval_frames=1, infer_interval_frames=2) as pipeline:
+        sizes = spy_model_batches(pipeline)
+        results = [pipeline.process(frame, timestamp_s=k / 30) for k, frame in enumerate(frames)]
+        calls = spy_detector(pipeline)
+        pipeline.process(dark, 5 / 30)
+        card = pipeline.card
+    assert calls == ["frame"]      # detect_interval_frames 1: never regions
+    assert sizes == [3, 2, 1, 2, 1, 2]
+    assert sorted(f.track_id for f in results[0].faces) == [1, 2, 3]
+    for k, result in enumerate(results):
+        for face in result.faces:
+            ran = k == 0 or (k + face.track_id) % 2 == 0
+            source = frames[k] if ran else frames[k - 1]
+            points = face.landmarks5 if ran else next(
+                f.landmarks5 for f in results[k - 1].faces if f.track_id == face.track_id)
+            want_em, want_au = expected_outputs(source, points[None], card)
+            np.testing.assert_allclose(face.emotion_probs, want_em[0], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(face.au_probs, want_au[0], rtol=1e-4, atol=1e-5)
+    # frame 2 (dark) kept face 1's bright-frame outputs: the hold is visible
+    face1 = [next(f for f in r.faces if f.track_id == 1) for r in results]
+    np.testing.assert_array_equal(face1[2].emotion_probs, face1[1].emotion_probs)
+    assert not np.allclose(face1[3].emotion_probs, face1[2].emotion_probs, atol=1e-4)
+
+
+def test_a_face_lost_for_a_moment_is_found_again_in_its_region(model_dir, three_faces_bgr):
+    """Face 3 is covered on frames 2-3: its region finds nothing on frame 2, so the whole frame
+    is searched (2 faces); on frame 3 the two seen faces are found in their regions and face 3's
+    region is searched too; on frame 4 it is back, found there with its old ID."""
+    covered = three_faces_bgr.copy()
+    covered[:, 600:] = 128
+    frames = [three_faces_bgr, three_faces_bgr, covered, covered, three_faces_bgr]
+    with make_pipeline(model_dir, detect_interval_frames=10) as pipeline:
+        calls = spy_detector(pipeline)
+        results = [pipeline.process(frame, timestamp_s=k / 30) for k, frame in enumerate(frames)]
+    assert calls == ["frame", "regions", "regions", "frame", "regions", "regions"]
+    assert [len(r.faces) for r in results] == [3, 3, 2, 2, 3]
+    ids = [sorted(f.track_id for f in r.faces) for r in results]
+    assert ids[0] == ids[1] == ids[4] and len(set(ids[0]) - set(ids[2])) == 1
+
+
+def test_every_frame_schedule_runs_the_whole_chain_on_every_frame(model_dir, three_faces_bgr):
+    with make_pipeline(model_dir, detect_interval_frames=1, infer_interval_frames=1) as pipeline:
+        calls, sizes = spy_detector(pipeline), spy_model_batches(pipeline)
+        for k in range(4):
+            assert len(pipeline.process(three_faces_bgr, k / 30).faces) == 3
+    assert calls == ["frame"] * 4 and sizes == [3] * 4
+
+
+def test_schedule_settings_are_validated(tmp_path):
+    for field in ("detect_interval_frames", "infer_interval_frames"):
+        for bad, message in ((0, "expected >= 1, found 0"), (-3, "expected >= 1"),
+                             (2.5, "expected int"), ("5", "expected int"), (True, "expected int"),
+                             (None, "expected int")):
+            with pytest.raises(ConfigError, match=f"{field}.*{message}"):
+                PipelineConfig().replace(**{field: bad})
+    path = tmp_path / "p.yaml"
+    path.write_text("max_faces: 3\ndetect_interval_frames: 0\n")
+    with pytest.raises(ConfigError, match=r"line 2: field 'detect_interval_frames'"):
+        PipelineConfig.from_yaml(path)
+    assert PipelineConfig().replace(detect_interval_frames=30,
+                                    infer_interval_frames=1).detect_interval_frames == 30

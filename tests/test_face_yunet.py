@@ -186,3 +186,61 @@ def test_input_shape_is_downscaled_and_padded_to_32():
         assert det.input_shape(480, 640) == (1, 3, 480, 640)
         assert det.input_shape(2160, 3840) == (1, 3, 384, 640)  # 360 -> padded to 384
         assert det.input_shape(100, 50) == (1, 3, 128, 64)
+
+
+# ---------------------------------------------------------------------------------- regions
+def assert_same_faces(found, reference, min_iou=0.75, max_shift=0.2):
+    """Each reference face has one found face with a box IoU over ``min_iou`` and landmarks
+    within ``max_shift`` eye distances. YuNet's output moves this much with the scale it sees
+    a face at, and a region sees a face at another scale than the whole frame: the benchmark
+    scenes detected whole at 384-576 px instead of 640 give box IoUs down to 0.85 and
+    landmarks up to 0.14 eye distances away."""
+    assert len(found) == len(reference)
+    for box, points in zip(reference.boxes_xyxy, reference.landmarks5):
+        overlaps = [iou(box, other) for other in found.boxes_xyxy]
+        k = int(np.argmax(overlaps))
+        assert overlaps[k] > min_iou, overlaps
+        eye_distance = np.linalg.norm(points[1] - points[0])
+        assert np.abs(found.landmarks5[k] - points).max() < max_shift * eye_distance
+
+
+def test_regions_find_the_faces_of_the_whole_frame_and_map_them_back(astronaut_bgr):
+    """The 1- and 5-face benchmark scenes: regions around boxes moved by 8 px (a face moving
+    between frames) give the faces the whole-frame detection gives, in frame pixels; a
+    detector whose detect_max_side_px fits 2 regions per run gives the same faces."""
+    from aue_edge.benchmarks.scenes import benchmark_frames
+
+    with YuNetDetector() as det, YuNetDetector(detect_max_side_px=256) as narrow:
+        assert narrow.region_side_px == 128
+        scenes = benchmark_frames(astronaut_bgr, det)
+        for count, frame in scenes.items():
+            whole = det.detect(frame)
+            moved = whole.boxes_xyxy + np.array([8, -8, 8, -8], np.float32)
+            for detector in (det, narrow):
+                found, hit = detector.detect_regions(frame, moved)
+                assert_same_faces(found, whole)
+                assert hit.tolist() == [True] * count
+        # a face at the frame's left edge: its region reaches past the frame (black there)
+        edge = np.ascontiguousarray(astronaut_bgr[:, 150:])
+        whole = det.detect(edge)
+        assert len(whole) == 1 and whole.boxes_xyxy[0, 0] < 40
+        assert_same_faces(det.detect_regions(edge, whole.boxes_xyxy)[0], whole)
+
+
+def test_regions_without_their_face_give_nothing(astronaut_bgr):
+    """A region whose face left, and a region holding only another face (no overlap with its
+    box), give no face and say so per box; a face seen by two overlapping regions is returned
+    once, for the box whose region scored it higher."""
+    with YuNetDetector() as det:
+        face = det.detect(astronaut_bgr).boxes_xyxy[0]
+        blank = np.full_like(astronaut_bgr, 127)
+        width = face[2] - face[0]
+        beside = face + np.array([1.1 * width, 0, 1.1 * width, 0], np.float32)
+        found, hit = det.detect_regions(blank, face[None])
+        assert len(found) == 0 and hit.tolist() == [False]
+        found, hit = det.detect_regions(astronaut_bgr, np.stack([beside, face]))
+        assert len(found) == 1 and hit.tolist() == [False, True]
+        found, hit = det.detect_regions(astronaut_bgr, np.stack([face, face + 4]))
+        assert len(found) == 1 and hit.sum() == 1
+        found, hit = det.detect_regions(astronaut_bgr, np.zeros((0, 4), np.float32))
+        assert len(found) == 0 and hit.shape == (0,)

@@ -261,3 +261,22 @@ def test_the_shipped_params_file_matches_the_perception_node(repo_root,
                               also_known=tuple(spec.name for spec in PARAMS))
     for spec in NODE_PARAMS:
         assert spec.problem(spec.default) is None, spec.name
+
+
+
+def test_schedule_parameters_reach_the_pipeline_config():
+    """detect_interval_frames / infer_interval_frames set on the node become the pipeline's;
+    unset, the pipeline config's values stay; out of range, the parameter is refused."""
+    from aue_edge.edge.pipeline import PipelineConfig
+    from aue_edge.ros_nodes.perception_node import PARAMS, pipeline_config_from_params
+
+    params = {spec.name: None if isinstance(spec.default, type) else spec.default
+              for spec in PARAMS}
+    config = pipeline_config_from_params({**params, "detect_interval_frames": 1,
+                                          "infer_interval_frames": 4})
+    assert (config.detect_interval_frames, config.infer_interval_frames) == (1, 4)
+    default = pipeline_config_from_params(params)
+    assert default.detect_interval_frames == PipelineConfig().detect_interval_frames
+    specs = {spec.name: spec for spec in PARAMS}
+    assert specs["detect_interval_frames"].problem(0) is not None
+    assert specs["infer_interval_frames"].problem(3) is None

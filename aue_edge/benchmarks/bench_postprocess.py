@@ -26,8 +26,10 @@ def frame_results(frames, bench_config):
 
     with Pipeline.from_model_dir(model_dirs(bench_config)[0],
                                  num_threads=bench_config.num_threads) as pipeline:
-        results = {n: pipeline.process(frame, timestamp_s=float(i))
-                   for i, (n, frame) in enumerate(frames.items())}
+        results = {}
+        for i, (n, frame) in enumerate(frames.items()):
+            pipeline.reset()  # unrelated frames: the 5-face frame is not the 1-face one moved
+            results[n] = pipeline.process(frame, timestamp_s=float(i))
         labels, au_names, threshold = (pipeline.emotion_labels, pipeline.au_names,
                                        pipeline.au_thresholds)
     return results, labels, au_names, threshold

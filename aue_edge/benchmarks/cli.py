@@ -11,6 +11,9 @@ The benchmark stage's command line (``aue_edge.cli`` dispatches ``aue bench`` he
 - ``aue bench --engine X.engine [--batch N] [--cuda-graph] [--no-data-transfers] ...`` times a
   TensorRT engine like trtexec (needs TensorRT: see ``engine_bench``);
 - ``aue bench --machine`` prints the machine record;
+- ``aue bench --schedules`` times the pipeline with every-frame detection and inference
+  against its detection / inference schedule, interleaved, on the demo clip and the benchmark
+  scenes, and reports how much the outputs differ (``schedules``);
 - ``aue bench --soak MINUTES`` runs the ROS 2 perception node under a 30 Hz camera load and
   reports latency, answered frames, memory and frames in flight over time (``soak``).
 """
@@ -69,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
                            "perception node for MINUTES; per-minute latency and answered "
                            "frames, node memory and frames in flight (JSON + PNG); exit 1 on a "
                            "crash (uses --model-dir, --threads, --face-image)")
+    mode.add_argument("--schedules", action="store_true",
+                      help="time the pipeline with detection and inference on every frame "
+                           "against its detect_interval_frames / infer_interval_frames "
+                           "schedule, interleaved, on the demo clip and the 1- and 5-face "
+                           "scenes; per-stage means and how much the outputs differ (uses "
+                           "--pipeline-config, --threads, --rounds, --face-image)")
+    parser.add_argument("--pipeline-config", default=None, metavar="YAML",
+                        help="--schedules: the pipeline config whose schedule is compared "
+                             "(default: the built-in defaults)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"output folder (runs, engine: {DEFAULT_OUT}; report: "
                              f"<RUN>_report beside RUN.json)")
@@ -282,6 +294,14 @@ def bench_main(argv: list[str]) -> int:
                         args.name or _default_name().replace("bench-", "soak-"),
                         args.model_dirs[0] if args.model_dirs else None, args.num_threads,
                         args.face_image, _command_line(argv))
+    if args.schedules:
+        from aue_edge.benchmarks.schedules import run_schedules
+
+        return run_schedules(args.out or DEFAULT_OUT,
+                             args.name or _default_name().replace("bench-", "schedules-"),
+                             args.pipeline_config, args.num_threads,
+                             3 if args.rounds is None else args.rounds,
+                             args.face_image, _command_line(argv))
     config = resolve_config(
         args.config, smoke=args.smoke, groups=args.groups, model_dirs=args.model_dirs,
         au_model_dir=args.au_model_dir, backends=args.backends, precisions=args.precisions,

@@ -3,10 +3,26 @@
 Edge stage, the object the robot runs (``aue run``, the ROS 2 perception node and the
 benchmarks all call it); no ROS, no torch:
 
-frame -> YuNet detection -> 5-point alignment to the model card's template -> ONE batched
-inference for all faces (split into chunks of the engine's max batch) -> emotion and AU
-probabilities -> IoU tracking (stable IDs) -> temporal smoothing per ID -> :class:`FrameResult`
-with per-stage timings ("detect", "align", "infer", "postprocess", "total", milliseconds).
+frame -> YuNet detection -> IoU tracking (stable IDs) -> 5-point alignment to the model card's
+template -> ONE batched inference for the faces due (split into chunks of the engine's max
+batch) -> emotion and AU probabilities -> temporal smoothing per ID -> :class:`FrameResult`
+with per-stage timings ("detect", "align", "infer", "postprocess" (tracking and smoothing),
+"total", milliseconds).
+
+Schedule (what makes a stream cheaper than its frames one by one; both 1 = the whole chain on
+every frame):
+
+- ``detect_interval_frames`` N: YuNet runs on the whole frame at least every N frames, and on
+  every frame when no face was seen on the previous frame or a face seen there is not found
+  again; on the other frames the tracked faces are found again in 128 px regions around their
+  last boxes (:meth:`~aue_edge.edge.face.yunet.YuNetDetector.detect_regions`), which gives
+  fresh boxes and landmarks for them at a fraction of the cost; a face lost a few frames ago is
+  looked for in its region too, until its track expires. A face entering the view appears
+  within N frames.
+- ``infer_interval_frames`` K: the model runs on a new face at once and on each tracked face
+  once every K frames (staggered by ID, so a group of faces spreads over the K frames); in
+  between a face keeps its last model outputs (smoothing continues on them), so an expression
+  change shows up to K - 1 frames later.
 
 Configuration is a frozen :class:`PipelineConfig`, loaded and validated from YAML
 (``config/pipeline.yaml`` documents every field and its default); keyword overrides (CLI flags,
@@ -101,6 +117,8 @@ class PipelineConfig:
     nms_iou_threshold: float = 0.3
     detect_max_side_px: int | None = 640
     max_faces: int | None = 20
+    detect_interval_frames: int = 10      # whole-frame detection at least every N frames
+    infer_interval_frames: int = 3        # each tracked face's model runs every K frames
     # tracking
     track_iou_threshold: float = 0.3
     track_max_age_frames: int = 10
@@ -186,6 +204,8 @@ class PipelineConfig:
         check_range("nms_iou_threshold", 0.0, 1.0, low_open=True)
         check_range("detect_max_side_px", 32, None, optional=True, kinds=(int,))
         check_range("max_faces", 1, None, optional=True, kinds=(int,))
+        check_range("detect_interval_frames", 1, None, kinds=(int,))
+        check_range("infer_interval_frames", 1, None, kinds=(int,))
         check_range("track_iou_threshold", 0.0, 1.0, low_open=True)
         check_range("track_max_age_frames", 0, None, kinds=(int,))
         check_choice("track_assignment", ASSIGNMENT_METHODS)
@@ -447,6 +467,10 @@ class Pipeline:
                                       cfg.one_euro_beta, cfg.one_euro_d_cutoff_hz,
                                       cfg.smooth_geometry)
         self._frame_index = 0
+        self._frames_since_full_detect = 0
+        # track ID -> (frame index of its last inference, emotion probs, AU probs) as the model
+        # gave them (unsmoothed); held between inferences (infer_interval_frames).
+        self._held: dict[int, tuple[int, np.ndarray | None, np.ndarray | None]] = {}
 
     def _create_detector(self):
         from aue_edge.edge.face.yunet import DEFAULT_MODEL_PATH, YuNetDetector
@@ -546,6 +570,8 @@ class Pipeline:
         """Forget tracks and smoothing state (e.g. before an unrelated image or a new video)."""
         self.tracker.reset()
         self.smoother.reset()
+        self._held.clear()
+        self._frames_since_full_detect = 0
 
     def _template(self, card: ModelCard):
         return card.alignment.template_5pt or self._default_template
@@ -577,25 +603,31 @@ class Pipeline:
         if timestamp_s is None:
             timestamp_s = time.monotonic()
         frame = validate_frame(frame_bgr)
-        detections = self.detector.detect(frame)
+        detections = self._detect(frame)
         t_detect = time.perf_counter()
-        n = len(detections.scores)
+        update = self.tracker.update(detections.boxes_xyxy)
+        # New IDs start fresh; expired IDs free their state.
+        self.smoother.drop(update.new_ids + update.expired_ids)
+        for track_id in update.new_ids + update.expired_ids:
+            self._held.pop(track_id, None)
+        due = self._due(update.track_ids)
+        t_track = time.perf_counter()
         emotion = au = None
-        if n:
+        if due.any():
+            boxes, landmarks5 = detections.boxes_xyxy[due], detections.landmarks5[due]
+            n = len(landmarks5)
             lm68 = None
             if self.landmark_provider is not None:
-                lm68 = self.landmark_provider.landmarks68(frame, detections.boxes_xyxy,
-                                                          detections.landmarks5)
-            batch = self._crops(frame, detections.landmarks5, self.card)
-            points = self._crop_landmarks(lm68, detections.landmarks5, self.model)
+                lm68 = self.landmark_provider.landmarks68(frame, boxes, landmarks5)
+            batch = self._crops(frame, landmarks5, self.card)
+            points = self._crop_landmarks(lm68, landmarks5, self.model)
             au_batch = au_points = None
             if self.au_model is not None:
                 au_card = self.au_model.card
                 same_input = (au_card.input == self.card.input
                               and self._template(au_card) == self._template(self.card))
-                au_batch = batch if same_input else self._crops(frame, detections.landmarks5,
-                                                                au_card)
-                au_points = self._crop_landmarks(lm68, detections.landmarks5, self.au_model)
+                au_batch = batch if same_input else self._crops(frame, landmarks5, au_card)
+                au_points = self._crop_landmarks(lm68, landmarks5, self.au_model)
             t_align = time.perf_counter()
             outputs = self.model.infer(batch, points)
             au_outputs = (self.au_model.infer(au_batch, au_points) if self.au_model is not None
@@ -608,26 +640,56 @@ class Pipeline:
                       else self.model.output(outputs, "au_probs", n))
         else:
             t_align = t_infer = time.perf_counter()
-        faces = self._postprocess(detections, emotion, au, float(timestamp_s))
+        for row, track_id in enumerate(update.track_ids[due]):
+            self._held[int(track_id)] = (self._frame_index,
+                                         None if emotion is None else emotion[row],
+                                         None if au is None else au[row])
+        faces = self._postprocess(detections, update.track_ids, float(timestamp_s))
         t_end = time.perf_counter()
         height, width = frame.shape[:2]
         result = FrameResult(
             frame_index=self._frame_index, timestamp_s=float(timestamp_s), width=width,
             height=height, faces=faces,
-            timings_ms={"detect": (t_detect - t_start) * 1e3, "align": (t_align - t_detect) * 1e3,
-                        "infer": (t_infer - t_align) * 1e3, "postprocess": (t_end - t_infer) * 1e3,
+            timings_ms={"detect": (t_detect - t_start) * 1e3, "align": (t_align - t_track) * 1e3,
+                        "infer": (t_infer - t_align) * 1e3,
+                        "postprocess": (t_end - t_infer + t_track - t_detect) * 1e3,
                         "total": (t_end - t_start) * 1e3})
         self._frame_index += 1
         return result
 
-    def _postprocess(self, detections, emotion: np.ndarray | None, au: np.ndarray | None,
-                     timestamp_s: float) -> list[FaceResult]:
-        update = self.tracker.update(detections.boxes_xyxy)
-        # New IDs start fresh; expired IDs free their state.
-        self.smoother.drop(update.new_ids + update.expired_ids)
+    def _detect(self, frame: np.ndarray):
+        """This frame's faces: the whole frame every ``detect_interval_frames`` frames, when
+        no face was seen on the previous frame, and when a face seen there is not found again
+        in its region; otherwise the faces of the live tracks in small regions around their
+        last boxes (a face lost a few frames ago is looked for there too, until it expires)."""
+        tracks = self.tracker.tracks
+        seen = np.array([t.frames_since_seen == 0 for t in tracks], bool)
+        if seen.any() and self._frames_since_full_detect + 1 < self.config.detect_interval_frames:
+            found, hit = self.detector.detect_regions(
+                frame, np.stack([t.box_xyxy for t in tracks]))
+            if hit[seen].all():
+                self._frames_since_full_detect += 1
+                return found
+        self._frames_since_full_detect = 0
+        return self.detector.detect(frame)
+
+    def _due(self, track_ids: np.ndarray) -> np.ndarray:
+        """Which faces the model runs on this frame: new faces, and every face once per
+        ``infer_interval_frames`` frames, staggered by ID so that the faces of a group do not
+        all run on the same frame; the others keep their last outputs."""
+        interval, index = self.config.infer_interval_frames, self._frame_index
+        due = np.ones(len(track_ids), bool)
+        for i, track_id in enumerate(track_ids):
+            held = self._held.get(int(track_id))
+            due[i] = (held is None or index - held[0] >= interval
+                      or (index + int(track_id)) % interval == 0)
+        return due
+
+    def _postprocess(self, detections, track_ids: np.ndarray, timestamp_s: float
+                     ) -> list[FaceResult]:
         thresholds = self.au_thresholds
         faces = []
-        for i, track_id in enumerate(update.track_ids):
+        for i, track_id in enumerate(track_ids):
             track_id = int(track_id)
             box = self.smoother.smooth(track_id, "box", detections.boxes_xyxy[i], timestamp_s)
             landmarks = self.smoother.smooth(track_id, "landmarks",
@@ -636,18 +698,19 @@ class Pipeline:
             face = FaceResult(track_id=track_id, box_xyxy=np.asarray(box, np.float32),
                               score=float(detections.scores[i]),
                               landmarks5=np.asarray(landmarks, np.float32))
+            _inferred_at, emotion, au = self._held[track_id]
             if emotion is not None:
-                probs = self.smoother.smooth(track_id, "emotion", emotion[i], timestamp_s)
+                probs = self.smoother.smooth(track_id, "emotion", emotion, timestamp_s)
                 # The 1-euro filter works per component: renormalise so probabilities sum to 1.
                 probs = np.clip(probs, 0.0, None)
                 total = float(probs.sum())
-                probs = probs / total if total > 0 else np.asarray(emotion[i], np.float32)
+                probs = probs / total if total > 0 else np.asarray(emotion, np.float32)
                 best = int(np.argmax(probs))
                 face.emotion_probs = probs.astype(np.float32)
                 face.emotion_label = self.emotion_labels[best]
                 face.emotion_confidence = float(probs[best])
             if au is not None:
-                probs = np.clip(self.smoother.smooth(track_id, "au", au[i], timestamp_s), 0, 1)
+                probs = np.clip(self.smoother.smooth(track_id, "au", au, timestamp_s), 0, 1)
                 face.au_probs = probs.astype(np.float32)
                 face.au_active = face.au_probs >= thresholds
             faces.append(face)

@@ -442,6 +442,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--detect-max-side-px", type=int,
                         help="downscale frames to this longer side for face detection (default "
                              "640); smaller is faster, but faces shrink by the same factor")
+    parser.add_argument("--detect-interval", type=int, dest="detect_interval_frames",
+                        help="whole-frame face detection at least every N frames, tracked "
+                             "faces only in between (default 10; 1: every frame)")
+    parser.add_argument("--infer-interval", type=int, dest="infer_interval_frames",
+                        help="run the model on each tracked face every K frames (default 3; "
+                             "1: every frame)")
     parser.add_argument("--sequence", action="store_true",
                         help="treat a folder of images as consecutive video frames (tracking "
                              "and smoothing across them); default: each image on its own")
@@ -462,6 +468,8 @@ def config_from_args(args: argparse.Namespace):
         ("au_threshold", args.au_threshold), ("smoothing", args.smoothing),
         ("max_faces", args.max_faces), ("score_threshold", args.score_threshold),
         ("detect_max_side_px", args.detect_max_side_px),
+        ("detect_interval_frames", args.detect_interval_frames),
+        ("infer_interval_frames", args.infer_interval_frames),
         ("detector_backend", args.detector_backend), ("detector_model", args.detector_model),
     ) if value is not None}
     if args.config:

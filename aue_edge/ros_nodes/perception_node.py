@@ -116,6 +116,11 @@ PIPELINE_PARAMS = (
               min_value=32, max_value=8192),
     ParamSpec("max_faces", int, "at most this many faces per frame", min_value=1,
               max_value=1000),
+    ParamSpec("detect_interval_frames", int, "whole-frame face detection at least every N "
+              "frames (between: tracked faces only); new faces appear within N frames",
+              min_value=1, max_value=1000),
+    ParamSpec("infer_interval_frames", int, "the model runs on each tracked face every K "
+              "frames, which keeps its last outputs in between", min_value=1, max_value=1000),
     ParamSpec("track_max_age_frames", int, "frames a lost face keeps its id", min_value=0),
     ParamSpec("smoothing", str, "temporal smoothing of probabilities per face",
               choices=SMOOTHING_METHODS),

@@ -18,6 +18,10 @@ Decoding, as OpenCV 4.x ``modules/objdetect/src/face_detect.cpp`` does it (check
 - landmark ``k`` at ``((col + kx_k) * s, (row + ky_k) * s)``;
 - greedy NMS over the boxes above the score threshold.
 
+Between whole-frame detections the pipeline can look for the faces it already tracks in small
+regions around their last boxes (:meth:`YuNetDetector.detect_regions`; ``detect_interval_frames``
+in ``config/pipeline.yaml``): the same graph and decoding on a 128 px square per face.
+
 Landmark order is YuNet's: the face's right eye, left eye, nose tip, right mouth corner, left
 mouth corner. "Right" is the person's right, which is on the IMAGE-LEFT for a frontal face
 (the astronaut test checks ``right_eye.x < left_eye.x``).
@@ -40,6 +44,10 @@ DEFAULT_MODEL_PATH = (Path(__file__).resolve().parents[1] / "models" / "yunet"
                       / "face_detection_yunet.onnx")
 STRIDES = (8, 16, 32)
 PAD_DIVISOR_PX = 32
+# detect_regions: a region is this many times a face box's longer side, resampled to
+# REGION_SIDE_PX (or detect_max_side_px when that is smaller): the face fills about half of it.
+REGION_SCALE = 2.0
+REGION_SIDE_PX = 128
 LANDMARK_NAMES = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner",
                   "left_mouth_corner")
 
@@ -120,6 +128,7 @@ class YuNetDetector:
         self.nms_iou_threshold = float(nms_iou_threshold)
         self.max_faces = max_faces
         self.detect_max_side_px = detect_max_side_px
+        self.region_side_px = min(REGION_SIDE_PX, detect_max_side_px or REGION_SIDE_PX)
         if backend is None:
             # Imported here so that a TensorRT-only deployment does not need onnxruntime.
             from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
@@ -149,27 +158,113 @@ class YuNetDetector:
     # ------------------------------------------------------------------ detection
     def detect(self, frame_bgr: np.ndarray) -> Detections:
         """Faces in one frame (any size, 0..N faces); see :class:`Detections`."""
-        if self.backend is None:
-            raise ModelFileError("this YuNetDetector was closed; create a new one")
-        frame = validate_frame(frame_bgr)
+        frame = self._checked_frame(frame_bgr)
         height, width = frame.shape[:2]
         det_height, det_width = self._detection_size(height, width)
         downscaled = (det_height, det_width) != (height, width)
         if downscaled:
             frame = cv2.resize(frame, (det_width, det_height), interpolation=cv2.INTER_AREA)
-        boxes, scores, landmarks = self._decode(*self._run(frame))
-        if scores.size == 0:
-            return Detections.empty()
-        keep = nms_xyxy(boxes, scores, self.nms_iou_threshold)
-        if self.max_faces is not None:
-            keep = keep[: self.max_faces]
-        boxes, scores, landmarks = boxes[keep], scores[keep], landmarks[keep]
+        boxes, scores, landmarks = self._detect_image(frame)
         if downscaled:
             # Inverse of cv2.resize's coordinate map (both images span the same extent; pixel
             # centres sit at integer coordinates, hence the half-pixel offsets).
             factor = np.array([width / frame.shape[1], height / frame.shape[0]], np.float32)
             boxes = (boxes + 0.5) * np.tile(factor, 2) - 0.5
             landmarks = (landmarks + 0.5) * factor - 0.5
+        return self._in_frame(boxes, scores, landmarks, height, width)
+
+    def detect_regions(self, frame_bgr: np.ndarray, boxes_xyxy: np.ndarray
+                       ) -> tuple[Detections, np.ndarray]:
+        """Find again the faces known to be near ``boxes_xyxy`` (N, 4), e.g. last frame's.
+
+        Each box is re-detected in its own region: a square of :data:`REGION_SCALE` times the
+        box's longer side around its centre, resampled to ``region_side_px`` pixels (pixels
+        outside the frame are black). The regions are laid side by side into one image per
+        graph run (as many as fit in ``detect_max_side_px``), which costs a fraction of a
+        whole-frame detection. Per box, the face in its region that overlaps the box most is
+        kept (none when no face scores ``score_threshold`` there or none overlaps the box);
+        faces found twice (regions of faces side by side) are merged by NMS. Faces that were
+        in no box are not looked for: a whole-frame :meth:`detect` finds those.
+
+        Returns the faces found and, per box, whether its face is among them (False when none
+        was found in its region or NMS merged it into another box's face).
+        """
+        frame = self._checked_frame(frame_bgr)
+        height, width = frame.shape[:2]
+        prior = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
+        side = self.region_side_px
+        per_run = max(1, (self.detect_max_side_px or side * len(prior)) // side)
+        found = []
+        for start in range(0, len(prior), per_run):
+            found += [(start + k, *face) for k, *face in
+                      self._detect_strip(frame, prior[start:start + per_run], side)]
+        hit = np.zeros(len(prior), bool)
+        if not found:
+            return Detections.empty(), hit
+        index, boxes, scores, landmarks = (np.stack(parts) for parts in zip(*found))
+        keep = nms_xyxy(boxes, scores, self.nms_iou_threshold)
+        hit[index[keep]] = True
+        return self._in_frame(boxes[keep].astype(np.float32), scores[keep],
+                              landmarks[keep].astype(np.float32), height, width), hit
+
+    def _detect_strip(self, frame: np.ndarray, prior: np.ndarray, side: int) -> list[tuple]:
+        """One graph run on the regions of ``prior`` side by side; (index in ``prior``, box,
+        score, landmarks) in frame pixels for each box whose face was found (see
+        :meth:`detect_regions`)."""
+        from aue_edge.edge.tracking import iou_matrix
+
+        strip = np.empty((side, side * len(prior), 3), np.uint8)
+        scales, shifts = [], []
+        for k, box in enumerate(prior):
+            # frame -> region similarity (scale, shift), pixel centres at integer coordinates
+            extent = REGION_SCALE * max(float(box[2] - box[0]), float(box[3] - box[1]), 1.0)
+            scale = side / extent
+            shift = (side - 1) / 2 - scale * (box[:2] + box[2:]) / 2
+            matrix = np.array([[scale, 0.0, shift[0]], [0.0, scale, shift[1]]], np.float64)
+            strip[:, k * side:(k + 1) * side] = cv2.warpAffine(
+                frame, matrix, (side, side), flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
+            scales.append(scale)
+            shifts.append(shift + (k * side, 0))
+        boxes, scores, landmarks = self._detect_image(strip, limit=False)
+        tile = ((boxes[:, 0] + boxes[:, 2]) / 2 // side).astype(np.int64)
+        found = []
+        for k, box in enumerate(prior):
+            mine = np.nonzero(tile == k)[0]
+            if mine.size == 0:
+                continue
+            in_frame = (boxes[mine] - np.tile(shifts[k], 2)) / scales[k]
+            overlap = iou_matrix(box[None], in_frame)[0]
+            best = int(np.argmax(overlap))
+            if overlap[best] > 0:
+                found.append((k, in_frame[best], scores[mine[best]],
+                              (landmarks[mine[best]] - shifts[k]) / scales[k]))
+        return found
+
+    def _checked_frame(self, frame_bgr: np.ndarray) -> np.ndarray:
+        if self.backend is None:
+            raise ModelFileError("this YuNetDetector was closed; create a new one")
+        return validate_frame(frame_bgr)
+
+    def _detect_image(self, image: np.ndarray, limit: bool = True
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Boxes, scores and landmarks after NMS (and ``max_faces`` when ``limit``), in
+        ``image``'s pixels."""
+        boxes, scores, landmarks = self._decode(*self._run(image))
+        if scores.size == 0:
+            return boxes, scores, landmarks
+        keep = nms_xyxy(boxes, scores, self.nms_iou_threshold)
+        if limit and self.max_faces is not None:
+            keep = keep[: self.max_faces]
+        return boxes[keep], scores[keep], landmarks[keep]
+
+    @staticmethod
+    def _in_frame(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, height: int,
+                  width: int) -> Detections:
+        """Detections with boxes clipped to the frame (landmarks are not clipped)."""
+        if scores.size == 0:
+            return Detections.empty()
+        boxes = boxes.copy()
         boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
         boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
         return Detections(boxes.astype(np.float32), scores.astype(np.float32),
