@@ -133,15 +133,15 @@ from aue_msgs.msg import Face, FaceArray
 msg = FaceArray(image_width=640, image_height=480, primary_face_id=3,
                 faces=[Face(id=3, detection_score=0.9)])
 back = deserialize_message(serialize_message(msg), FaceArray)
-print(json.dumps({{
+print(json.dumps({
     "aue_edge": [m.__file__ for m in (aue_edge, aue_edge.edge.pipeline,
                                       aue_edge.ros_nodes.perception_node)],
     "aue_msgs": aue_msgs.__file__,
-    "share": {{p: get_package_share_directory(p) for p in ("aue_edge", "aue_msgs", "std_msgs")}},
+    "share": {p: get_package_share_directory(p) for p in ("aue_edge", "aue_msgs", "std_msgs")},
     "prefix": get_package_prefix("aue_edge"),
     "console_script": shutil.which("aue-perception"),
     "round_trip": [back.image_width, back.primary_face_id, back.faces[0].id],
-}}))
+}))
 """
     script = (UNDERLAY + "source install/setup.bash\n"
               f"python3 -c {shlex.quote(probe_script)}\naue-perception --help\n")
