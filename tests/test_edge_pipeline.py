@@ -539,13 +539,13 @@ def test_every_frame_schedule_runs_the_whole_chain_on_every_frame(model_dir, thr
 def test_schedule_settings_are_validated(tmp_path):
     for field in ("detect_interval_frames", "infer_interval_frames"):
         for bad, message in ((0, "expected >= 1, found 0"), (-3, "expected >= 1"),
-                             (2.5, "expected int"), ("5", "expected int"), (True, "expected int"),
-                             (None, "expected int")):
+                             (2.5, "expected an integer"), ("5", "expected an integer"),
+                             (True, "expected an integer"), (None, "expected an integer")):
             with pytest.raises(ConfigError, match=f"{field}.*{message}"):
                 PipelineConfig().replace(**{field: bad})
     path = tmp_path / "p.yaml"
     path.write_text("max_faces: 3\ndetect_interval_frames: 0\n")
-    with pytest.raises(ConfigError, match=r"line 2: field 'detect_interval_frames'"):
+    with pytest.raises(ConfigError, match=r"p\.yaml:2: field 'detect_interval_frames'"):
         PipelineConfig.from_yaml(path)
     assert PipelineConfig().replace(detect_interval_frames=30,
                                     infer_interval_frames=1).detect_interval_frames == 30
