@@ -67,5 +67,5 @@ def test_schedules_refuse_bad_settings(tmp_path, repo_root):
     done = aue_bench("--schedules", "--pipeline-config", str(bad), "--out", str(tmp_path),
                      cwd=repo_root)
     assert done.returncode != 0
-    assert "line 1: field 'infer_interval_frames': expected >= 1, found 0" in done.stderr
+    assert "bad.yaml:1: field 'infer_interval_frames': expected >= 1, found 0" in done.stderr
     assert not list(tmp_path.glob("*.json"))

@@ -39,10 +39,10 @@ import cv2
 import numpy as np
 
 from aue_edge.core.errors import InputImageError
+from aue_edge.core.paths import DEMO_CLIP
 from aue_edge.edge.pipeline import STAGES, Pipeline, PipelineConfig
 from aue_edge.edge.tracking import greedy_assignment, iou_matrix
 
-DEMO_CLIP = Path(__file__).resolve().parents[1] / "aue_edge" / "edge" / "samples" / "demo_clip.mp4"
 SCENE_FRAMES = 30
 CLIP_FPS = 10.0
 SCENE_FPS = 30.0

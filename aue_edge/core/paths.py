@@ -13,10 +13,13 @@ from pathlib import Path
 
 from aue_edge.core.errors import ConfigError
 
-__all__ = ["PACKAGE", "PACKAGE_DIR", "find_share_file", "share_file", "source_checkout"]
+__all__ = ["DEMO_CLIP", "PACKAGE", "PACKAGE_DIR", "find_share_file", "share_file",
+           "source_checkout"]
 
 PACKAGE = "aue_edge"
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
+#: The bundled sample clip (``make demo``, ``aue bench --schedules``, the fer comparison).
+DEMO_CLIP = PACKAGE_DIR / "edge" / "samples" / "demo_clip.mp4"
 
 
 def source_checkout() -> Path | None:

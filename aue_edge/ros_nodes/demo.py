@@ -23,9 +23,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from aue_edge.core.errors import ConfigError
-from aue_edge.core.paths import PACKAGE_DIR, share_file
+from aue_edge.core.paths import DEMO_CLIP, share_file
 
-SAMPLE_CLIP = PACKAGE_DIR / "edge" / "samples" / "demo_clip.mp4"
 STOP_TIMEOUT_S = 15.0
 
 
@@ -82,7 +81,7 @@ def stop(process: subprocess.Popen, name: str) -> int:
 
 def demo_main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="aue-ros-demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", default=str(SAMPLE_CLIP),
+    parser.add_argument("--source", default=str(DEMO_CLIP),
                         help="video file or image folder (default: the bundled sample clip)")
     parser.add_argument("--rate-hz", type=float, default=10.0, help="frames per second")
     parser.add_argument("--model-dir", help="model folder (default: the shipped model)")

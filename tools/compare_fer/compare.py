@@ -59,7 +59,6 @@ OURS = "aue_edge (shipped default model)"
 FRAME_SETS = {"clip": "bundled clip (480x360, 1-3 faces)",
               "scene_1face": "scene, 1 face (640x480)",
               "scene_5faces": "scene, 5 faces (640x480)"}
-CLIP = REPO / "aue_edge" / "edge" / "samples" / "demo_clip.mp4"
 SCENE_FPS = 30.0
 
 
@@ -507,6 +506,7 @@ def measure_speed(ours: OurSide, workers: dict[str, FerWorker], frames: dict[str
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     from aue_edge.edge.outputs import prepare_output_dir, remove_if_empty
+    from aue_edge.core.paths import DEMO_CLIP
     from aue_edge.data import CkPlus, FerPlus
     from aue_edge.data.knowledge import FERPLUS_LABELS
 
@@ -527,7 +527,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     truth = {"FER+ test": [FERPLUS_LABELS[i] for i in fer_targets],
              "CK+": [ckplus.labels[i] for i in ck_targets]}
     timed_crops = fer_images[:args.classifier_faces]
-    clip, clip_fps = read_clip(CLIP)
+    clip, clip_fps = read_clip(DEMO_CLIP)
 
     workers: dict[str, FerWorker] = {}
     ours = None
