@@ -12,6 +12,7 @@ from collections import Counter
 import numpy as np
 import onnx
 import pytest
+from helpers.onnx_graphs import emotion_au_head
 from onnx import TensorProto, helper, numpy_helper
 
 from aue_edge.calibration.calibrators import compute_thresholds
@@ -156,14 +157,7 @@ def _small_model() -> onnx.ModelProto:
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c2"], ["r2"], name="relu2"),
-        helper.make_node("GlobalAveragePool", ["r2"], ["pool"], name="pool"),
-        helper.make_node("Flatten", ["pool"], ["feat"], name="flatten"),
-        helper.make_node("Gemm", ["feat", "w_fc", "b_fc"], ["logits"], name="fc", transB=1),
-        helper.make_node("Softmax", ["logits"], ["emotion_probs"], name="softmax", axis=1),
-        helper.make_node("Gemm", ["feat", "w_au", "b_au"], ["au_logits"], name="au_fc",
-                         transB=1),
-        helper.make_node("Sigmoid", ["au_logits"], ["au_probs"], name="sigmoid"),
-    ]
+    ] + emotion_au_head("r2")
     graph = helper.make_graph(
         nodes, "ort_target_test",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 48, 48])],

@@ -13,6 +13,7 @@ import math
 import numpy as np
 import onnx
 import pytest
+from helpers.onnx_graphs import emotion_au_head
 from onnx import TensorProto, helper, numpy_helper
 
 from aue_edge.calibration.calibrate import (Evaluation, Statistics, Thresholds, check_model,
@@ -50,14 +51,7 @@ def _tiny_model() -> onnx.ModelProto:
         helper.make_node("Conv", ["image", "w_conv", "b_conv"], ["conv"], name="conv",
                          strides=[4, 4], pads=[2, 2, 2, 2]),
         helper.make_node("Relu", ["conv"], ["relu"], name="relu"),
-        helper.make_node("GlobalAveragePool", ["relu"], ["pool"], name="pool"),
-        helper.make_node("Flatten", ["pool"], ["feat"], name="flatten"),
-        helper.make_node("Gemm", ["feat", "w_fc", "b_fc"], ["logits"], name="fc", transB=1),
-        helper.make_node("Softmax", ["logits"], ["emotion_probs"], name="softmax", axis=1),
-        helper.make_node("Gemm", ["feat", "w_au", "b_au"], ["au_logits"], name="au_fc",
-                         transB=1),
-        helper.make_node("Sigmoid", ["au_logits"], ["au_probs"], name="sigmoid"),
-    ]
+    ] + emotion_au_head("relu")
     graph = helper.make_graph(
         nodes, "tiny_phase_model",
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 3, 48, 48])],

@@ -1,4 +1,5 @@
-"""Tiny ONNX graphs for the TensorRT lint and ``aue build`` tests (onnx.helper only)."""
+"""Tiny ONNX graphs for the TensorRT lint, ``aue build`` and calibration tests (onnx.helper
+only)."""
 from __future__ import annotations
 
 import numpy as np
@@ -30,3 +31,17 @@ def qdq_conv(weight_axis=0, zero_dtype=np.int8, zero_value=0, op="Conv", channel
              helper.make_node(op, ["xd", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])]
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 8, 8])]
     return model(nodes, inits, inputs)
+
+
+def emotion_au_head(features: str) -> list:
+    """The shipped model's heads on a pooled feature map ``features``: ``emotion_probs``
+    (softmax over ``w_fc``/``b_fc``) and ``au_probs`` (sigmoid over ``w_au``/``b_au``)."""
+    return [
+        helper.make_node("GlobalAveragePool", [features], ["pool"], name="pool"),
+        helper.make_node("Flatten", ["pool"], ["feat"], name="flatten"),
+        helper.make_node("Gemm", ["feat", "w_fc", "b_fc"], ["logits"], name="fc", transB=1),
+        helper.make_node("Softmax", ["logits"], ["emotion_probs"], name="softmax", axis=1),
+        helper.make_node("Gemm", ["feat", "w_au", "b_au"], ["au_logits"], name="au_fc",
+                         transB=1),
+        helper.make_node("Sigmoid", ["au_logits"], ["au_probs"], name="sigmoid"),
+    ]
