@@ -32,32 +32,37 @@ def source_checkout() -> Path | None:
     return None
 
 
-def _share_dirs() -> list[Path]:
+def _share_dirs(package: str = PACKAGE) -> list[Path]:
+    """Where ``package``'s share files may be: its folder in the checkout (the repository root
+    for aue_edge, ``aue_msgs/`` for the interface package), ``<sys.prefix>/share/<package>``,
+    then each ``AMENT_PREFIX_PATH`` prefix's."""
     checkout = source_checkout()
-    dirs = [checkout] if checkout is not None else []
-    dirs.append(Path(sys.prefix) / "share" / PACKAGE)
+    dirs = []
+    if checkout is not None:
+        dirs.append(checkout if package == PACKAGE else checkout / package)
+    dirs.append(Path(sys.prefix) / "share" / package)
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
         if prefix:
-            dirs.append(Path(prefix) / "share" / PACKAGE)
+            dirs.append(Path(prefix) / "share" / package)
     return dirs
 
 
-def find_share_file(relative: str) -> Path | None:
+def find_share_file(relative: str, package: str = PACKAGE) -> Path | None:
     """``relative`` (e.g. ``config/calibration.yaml``) from the checkout first (so edits are
-    seen), else ``<sys.prefix>/share/aue_edge``, else each ``AMENT_PREFIX_PATH`` prefix (a sourced
-    colcon workspace); None when none has it."""
-    for folder in _share_dirs():
+    seen), else ``<sys.prefix>/share/<package>``, else each ``AMENT_PREFIX_PATH`` prefix (a
+    sourced colcon workspace); None when none has it."""
+    for folder in _share_dirs(package):
         candidate = folder / relative
         if candidate.is_file():
             return candidate
     return None
 
 
-def share_file(relative: str) -> Path:
+def share_file(relative: str, package: str = PACKAGE) -> Path:
     """:func:`find_share_file`, or a :class:`ConfigError` naming every place looked in."""
-    found = find_share_file(relative)
+    found = find_share_file(relative, package)
     if found is None:
-        looked = ", ".join(str(folder) for folder in _share_dirs())
+        looked = ", ".join(str(folder) for folder in _share_dirs(package))
         raise ConfigError(f"{relative} not found in any of: {looked}. Install the package "
                           f"(pip install . or colcon build, then source install/setup.bash) or "
                           f"run from a checkout of the repository.")

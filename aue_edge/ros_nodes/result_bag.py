@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 
 from aue_edge.core.errors import ConfigError
+from aue_edge.core.paths import find_share_file
 from aue_edge.edge.results import FrameResult
 
 TOPICS = {"/faces": "FaceArray", "/emotion": "Emotion", "/action_units": "ActionUnits"}
@@ -37,8 +37,8 @@ def check_out_bag(path: Path) -> None:
 
 
 def _message_definitions() -> list[Path]:
-    """The ``aue_msgs`` .msg files: from the installed package's share folder (an ament prefix
-    or this venv), else from this source checkout."""
+    """The ``aue_msgs`` .msg files: from this source checkout, else the installed package's share
+    folder (this venv or an ament prefix; :func:`aue_edge.core.paths.share_file`)."""
     try:
         import aue_msgs.msg  # noqa: F401
         import rclpy.serialization  # noqa: F401
@@ -46,16 +46,12 @@ def _message_definitions() -> list[Path]:
         raise ConfigError(f"--out-bag needs rclpy and the built aue_msgs package ({exc}): pip "
                           f"install -r requirements.txt && pip install --no-build-isolation "
                           f"./aue_msgs") from None
-    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    folders = [Path(p) / "share" / "aue_msgs" / "msg" for p in (*prefixes, sys.prefix)]
-    folders.append(Path(__file__).resolve().parents[1] / "aue_msgs" / "msg")
-    for folder in folders:
-        files = sorted(folder.glob("*.msg"))
-        if files:
-            return files
-    raise ConfigError("--out-bag: the aue_msgs message definitions (share/aue_msgs/msg/*.msg) "
-                      "were not found in AMENT_PREFIX_PATH or this Python's prefix; install "
-                      "aue_msgs (pip install --no-build-isolation ./aue_msgs)")
+    found = find_share_file("msg/Face.msg", "aue_msgs")
+    if found is None:
+        raise ConfigError("--out-bag: the aue_msgs message definitions (share/aue_msgs/msg/*.msg) "
+                          "were not found in AMENT_PREFIX_PATH or this Python's prefix; install "
+                          "aue_msgs (pip install --no-build-isolation ./aue_msgs)")
+    return sorted(found.parent.glob("*.msg"))
 
 
 class ResultBag:
