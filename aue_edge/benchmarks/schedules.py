@@ -35,35 +35,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
-from aue_edge.core.errors import InputImageError
 from aue_edge.core.paths import DEMO_CLIP
+from aue_edge.edge.frames import read_video
 from aue_edge.edge.pipeline import STAGES, Pipeline, PipelineConfig
 from aue_edge.edge.tracking import greedy_assignment, iou_matrix
 
 SCENE_FRAMES = 30
-CLIP_FPS = 10.0
 SCENE_FPS = 30.0
 MATCH_IOU = 0.5
 EVERY_FRAME = {"detect_interval_frames": 1, "infer_interval_frames": 1}
-
-
-def read_clip(path: Path = DEMO_CLIP) -> list[np.ndarray]:
-    capture = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        frames.append(frame)
-    capture.release()
-    if not frames:
-        raise InputImageError(f"{path}: no frame could be decoded; restore the bundled clip "
-                              f"(git checkout {path.name}) or regenerate it with "
-                              f"aue_edge/edge/samples/make_demo_clip.py")
-    return frames
 
 
 def sequences(face_photo: np.ndarray, detector) -> dict[str, tuple[list[np.ndarray], float]]:
@@ -71,7 +53,7 @@ def sequences(face_photo: np.ndarray, detector) -> dict[str, tuple[list[np.ndarr
     from aue_edge.benchmarks.scenes import benchmark_frames
 
     scenes = benchmark_frames(face_photo, detector)
-    return {"demo clip": (read_clip(), CLIP_FPS),
+    return {"demo clip": read_video(DEMO_CLIP),
             "scene 1 face": ([scenes[1]] * SCENE_FRAMES, SCENE_FPS),
             "scene 5 faces": ([scenes[5]] * SCENE_FRAMES, SCENE_FPS)}
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from aue_edge.core.errors import InputImageError
 
-__all__ = ["decode_image", "is_truncated_jpeg", "read_image_file", "validate_frame"]
+__all__ = ["decode_image", "is_truncated_jpeg", "read_image_file", "read_video",
+           "validate_frame"]
 
 _UINT16_MAX = 65535
 _JPEG_SOI, _JPEG_SOS, _JPEG_EOI = b"\xff\xd8", b"\xff\xda", b"\xff\xd9"
@@ -44,6 +45,25 @@ def read_image_file(path, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
     except OSError:
         return None
     return decode_image(data, flags)
+
+
+def read_video(path) -> tuple[list, float]:
+    """Every frame of the video file at ``path`` (BGR, as OpenCV decodes them) and its frame
+    rate (10 when the file does not say); :class:`InputImageError` when no frame decodes."""
+    capture = cv2.VideoCapture(str(path))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    if not frames:
+        raise InputImageError(f"{path}: no frame could be decoded; for the bundled clip, restore "
+                              f"it (git checkout) or regenerate it with "
+                              f"aue_edge/edge/samples/make_demo_clip.py")
+    return frames, float(fps)
 
 
 def validate_frame(frame: np.ndarray) -> np.ndarray:

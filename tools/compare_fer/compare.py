@@ -373,23 +373,6 @@ class OurSide:
 
 
 # ------------------------------------------------------------------------------ inputs
-def read_clip(path: Path) -> tuple[np.ndarray, float]:
-    import cv2
-
-    video = cv2.VideoCapture(str(path))
-    fps = video.get(cv2.CAP_PROP_FPS) or 10.0
-    frames = []
-    while True:
-        ok, frame = video.read()
-        if not ok:
-            break
-        frames.append(frame)
-    video.release()
-    if not frames:
-        raise CompareError(f"no frame could be read from {path}")
-    return np.stack(frames), float(fps)
-
-
 def scene_frames(pipeline) -> dict[str, np.ndarray]:
     """The benchmark scenes, checked with the pipeline's detector to hold 1 and 5 faces."""
     from aue_edge.benchmarks import scenes
@@ -424,10 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from aue_edge.core.errors import AueError
+
     args = build_parser().parse_args(argv)
     try:
         return run(args, argv if argv is not None else sys.argv[1:])
-    except CompareError as exc:
+    except (CompareError, AueError) as exc:
         print(f"compare_fer: {exc}", file=sys.stderr)
         return 2
 
@@ -507,6 +492,7 @@ def measure_speed(ours: OurSide, workers: dict[str, FerWorker], frames: dict[str
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     from aue_edge.edge.outputs import prepare_output_dir, remove_if_empty
     from aue_edge.core.paths import DEMO_CLIP
+    from aue_edge.edge.frames import read_video
     from aue_edge.data import CkPlus, FerPlus
     from aue_edge.data.knowledge import FERPLUS_LABELS
 
@@ -527,7 +513,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     truth = {"FER+ test": [FERPLUS_LABELS[i] for i in fer_targets],
              "CK+": [ckplus.labels[i] for i in ck_targets]}
     timed_crops = fer_images[:args.classifier_faces]
-    clip, clip_fps = read_clip(DEMO_CLIP)
+    clip_frames, clip_fps = read_video(DEMO_CLIP)
+    clip = np.stack(clip_frames)
 
     workers: dict[str, FerWorker] = {}
     ours = None
