@@ -9,7 +9,7 @@ no torch and nothing from ``aue_edge.train``: faces come through the torch-free 
 - :mod:`~aue_edge.edge.trt_cache` (edge stage, shared with ``aue build``): TensorRT
   implicit-INT8 cache writer/reader;
 - :mod:`~aue_edge.calibration.qdq`: explicit Q/DQ ONNX writer and its rule checker;
-- :mod:`~aue_edge.calibration.sources`: aue_edge/calibration/held-out faces and the record of them;
+- :mod:`~aue_edge.calibration.sources`: calibration/held-out faces and the record of them;
 - :mod:`~aue_edge.calibration.calibrate`: one whole run (``calibrate``), behind ``aue calibrate``
   (:mod:`~aue_edge.calibration.cli`).
 

@@ -1,5 +1,6 @@
-"""Data set readers (shared by training and calibration) for the published layouts of FER+, FER2013, RAF-DB, SFEW 2.0, BP4D,
-DISFA and CK+ (numpy + OpenCV, no torch: the calibration stage reads its images through them too).
+"""Data set readers (shared by training and calibration) for the published layouts of FER+,
+FER2013, RAF-DB, SFEW 2.0, BP4D, DISFA and CK+ (numpy + OpenCV, no torch: the calibration stage
+reads its images through them too).
 
 ``get_dataset("ferplus", root, "train", label_mode="probability")`` picks a reader by name;
 every reader is a :class:`FaceDataset` of :class:`Sample` with a ``report`` of what it kept and
@@ -35,7 +36,7 @@ def get_dataset(name: str, root: str | Path, split: str, **kwargs) -> FaceDatase
     """Build the reader ``name`` for ``split``; ``kwargs`` go to its constructor.
 
     ``root`` is the file for ``fer2013_csv`` (its ``split`` is the Usage) and the data set
-    folder otherwise. BP4D/DISFA/CK+ take ``fold=1..3`` and split aue_edge/train/test/all.
+    folder otherwise. BP4D/DISFA/CK+ take ``fold=1..3`` and split train/test/all.
     """
     if name not in DATASETS:
         raise DatasetError(f"data set {name!r} unknown; choose one of {sorted(DATASETS)}")

@@ -38,7 +38,7 @@ def _au_number(cell: str) -> int | None:
 
 
 class Bp4d(FaceDataset):
-    """BP4D frames of ``fold`` (1..3) and ``split`` (aue_edge/train/test/all).
+    """BP4D frames of ``fold`` (1..3) and ``split`` (train/test/all).
 
     ``on_missing_image``: ``"error"`` (default) stops at the first coded frame without an image;
     ``"skip"`` drops such frames and counts them in ``report``.

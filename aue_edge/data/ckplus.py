@@ -40,7 +40,7 @@ IMAGE_SIZE_PX = 48
 
 
 class CkPlus(FaceDataset):
-    """CK+ ``split`` aue_edge/train/test/all of ``fold`` 1..3 (``all`` ignores the fold)."""
+    """CK+ ``split`` train/test/all of ``fold`` 1..3 (``all`` ignores the fold)."""
 
     name = "ckplus"
     labels = CKPLUS_LABELS

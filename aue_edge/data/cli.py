@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("root", type=Path,
                         help="data set folder (for fer2013_csv: the fer2013.csv file)")
     parser.add_argument("--split", default="train",
-                        help="split: aue_edge/train/valid/test (FER+, FER2013 csv), aue_edge/train/test (RAF-DB, "
-                             "FER2013 folders), aue_edge/train/valid (SFEW), aue_edge/train/test/all (BP4D, "
+                        help="split: train/valid/test (FER+, FER2013 csv), train/test (RAF-DB, "
+                             "FER2013 folders), train/valid (SFEW), train/test/all (BP4D, "
                              "DISFA, CK+); default train")
     parser.add_argument("--fold", type=int, help="BP4D/DISFA/CK+ fold 1..3")
     parser.add_argument("--label-mode", choices=("majority", "probability"),

@@ -39,7 +39,7 @@ def frames_dir(root: str | Path, camera: str = "Left") -> Path:
 
 
 class Disfa(FaceDataset):
-    """DISFA frames of ``fold`` (1..3) and ``split`` (aue_edge/train/test/all) from one camera.
+    """DISFA frames of ``fold`` (1..3) and ``split`` (train/test/all) from one camera.
 
     ``on_missing_image``: ``"error"`` (default) or ``"skip"`` (dropped frames are counted in
     ``report``).

@@ -32,7 +32,7 @@ FOLDER_NAMES = {"angry": "anger", "disgust": "disgust", "fear": "fear", "happy":
 
 
 class Fer2013Csv(FaceDataset):
-    """FER2013 from ``fer2013.csv``; ``usage`` is aue_edge/train/valid/test or the file's own
+    """FER2013 from ``fer2013.csv``; ``usage`` is train/valid/test or the file's own
     Training/PublicTest/PrivateTest. Images are decoded from the csv into memory."""
 
     name = "fer2013_csv"

@@ -1,7 +1,8 @@
 """FACS domain knowledge as plain data: AU lists, label sets, the AU-expression prior, AU pairs,
 where each AU sits on the face, and the eight facial areas of the self-supervised AU paper.
 
-Every model, trainer and data set reader reads these tables instead of repeating them. numpy only (no torch), so calibration and tests can use it too.
+Every model, trainer and data set reader reads these tables instead of repeating them. numpy only
+(no torch), so calibration and tests can use it too.
 
 Sources (see ``../shared/SEED_FACTS.md``):
 

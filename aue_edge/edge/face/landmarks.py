@@ -1,11 +1,11 @@
 """68-point facial landmarks: a canonical mean shape in aligned coordinates, and providers.
 
 Edge stage. The AU models crop regions around landmark-derived centres (see the FACS knowledge in
-aue_edge/train/); those centres are defined on the 68-point iBUG 300-W scheme (0-based: jaw 0-16, brows
-17-26, nose 27-35, eyes 36-47, mouth 48-67; "right" = the person's right = image-left). The
-pipeline has only YuNet's 5 points, so by default the 68 points come from a mean shape placed by
-the 5-point alignment (:class:`MeanShapeProvider`); a real per-face landmark detector can be
-swapped in behind :class:`LandmarkProvider` (:class:`MediapipeProvider`,
+aue_edge/data/knowledge.py); those centres are defined on the 68-point iBUG 300-W scheme (0-based:
+jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67; "right" = the person's right =
+image-left). The pipeline has only YuNet's 5 points, so by default the 68 points come from a mean
+shape placed by the 5-point alignment (:class:`MeanShapeProvider`); a real per-face landmark
+detector can be swapped in behind :class:`LandmarkProvider` (:class:`MediapipeProvider`,
 :class:`DlibProvider`, optional extras).
 
 Provenance of :data:`CANONICAL_MEAN_SHAPE_68`: the 68-point mean shape published by OpenFace
