@@ -29,13 +29,13 @@ FACE_COUNTS = (1, 5)
 class BenchConfig:
     """Everything one ``aue bench`` run measures.
 
-    ``model_dirs`` empty means the shipped models (``aue_edge/edge/models/aue_crl`` first, then every
-    other folder of ``aue_edge/edge/models`` with a card). ``rounds``/``warmup_rounds`` apply to every
-    case; ``ros_rounds`` to the ROS 2 round trip, whose rounds each cost a process-to-process
-    hop; ``ros_stream_s`` is how long frames are streamed at the camera rate for the
-    sustained-rate case. ``num_threads`` None leaves ONNX Runtime's own choice (all cores);
-    it is recorded either way, it changes the numbers. ``au_model_dir`` (an exported AU
-    detector) adds end-to-end cases with the AU output taken from it, beside those without.
+    ``model_dirs`` empty means the shipped models (``aue_edge/edge/models/aue_crl`` first, then
+    every other folder of ``aue_edge/edge/models`` with a card). ``rounds``/``warmup_rounds`` apply
+    to every case; ``ros_rounds`` to the ROS 2 round trip, whose rounds each cost a
+    process-to-process hop; ``ros_stream_s`` is how long frames are streamed at the camera rate for
+    the sustained-rate case. ``num_threads`` None leaves ONNX Runtime's own choice (all cores); it
+    is recorded either way, it changes the numbers. ``au_model_dir`` (an exported AU detector) adds
+    end-to-end cases with the AU output taken from it, beside those without.
     """
 
     groups: tuple[str, ...] = GROUPS

@@ -8,9 +8,9 @@ runs the model on each tracked face every ``infer_interval_frames`` frames
 YuNet on the whole frame and the model on every face, every frame. This module opens both
 pipelines in one process and runs them over the same frame sequences:
 
-- the bundled clip ``aue_edge/edge/samples/demo_clip.mp4`` (75 frames, 480x360, 1 then 3 then 1 moving
-  faces), and the benchmark scenes of :mod:`aue_edge.benchmarks.scenes` (640x480 frames with 1
-  and 5 faces, ``SCENE_FRAMES`` frames each, as a still camera gives them);
+- the bundled clip ``aue_edge/edge/samples/demo_clip.mp4`` (75 frames, 480x360, 1 then 3 then
+  1 moving faces), and the benchmark scenes of :mod:`aue_edge.benchmarks.scenes` (640x480
+  frames with 1 and 5 faces, ``SCENE_FRAMES`` frames each, as a still camera gives them);
 - per round, each sequence goes through both pipelines back to back (from a reset state), the
   order alternating between rounds, so both see the same machine state; per-stage times are
   the pipeline's own ``timings_ms``, averaged over every frame (a scheduled pipeline's frames

@@ -353,7 +353,8 @@ def plan_build(model: str | Path, out: str | Path, *, precision: str = DEFAULT_P
         raise ConfigError(f"MODEL must be an .onnx file, got {onnx_path}")
     facts = inspect_onnx(onnx_path)
     detector = bool(detector)
-    # The face detector (YuNet) has no model card: its pre/post-processing lives in aue_edge/edge/face.
+    # The face detector (YuNet) has no model card: its pre/post-processing lives in
+    # aue_edge/edge/face.
     card = None if detector else find_model_card(onnx_path)
     notes = []
     out = Path(out)
@@ -500,8 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("model", help="the .onnx model (its card.json beside it or embedded)")
     parser.add_argument("--out", required=True, help="engine file to write (.engine)")
     parser.add_argument("--precision", choices=PRECISIONS, default=DEFAULT_PRECISION,
-                        help=f"engine precision (default {DEFAULT_PRECISION}); int8 needs a Q/DQ model or "
-                             "--calibration-cache")
+                        help=f"engine precision (default {DEFAULT_PRECISION}); int8 needs a "
+                             "Q/DQ model or --calibration-cache")
     parser.add_argument("--calibration-cache", help="TensorRT INT8 calibration cache (implicit "
                                                     "INT8, TensorRT 8.5) for a non-Q/DQ model")
     parser.add_argument("--fp16-fallback", action="store_true",

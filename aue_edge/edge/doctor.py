@@ -4,7 +4,8 @@ Edge stage, run on the target device. Steps, each recorded as ``ok`` / ``failed`
 ``skipped`` with its reason and the tail of its output (a failing step never stops the next):
 
 1. environment: Python, L4T release / JetPack, TensorRT, CUDA bindings, ONNX Runtime, device;
-2. the TensorRT lint of every shipped model for the installed TensorRT (``aue_edge/edge/trt_lint.py``);
+2. the TensorRT lint of every shipped model for the installed TensorRT
+   (``aue_edge/edge/trt_lint.py``);
 3. ``trtexec`` on every shipped model in each precision it supports (FP32, FP16, INT8 from the
    Q/DQ model, and INT8 from the calibration cache on TensorRT 8.x);
 4. ``polygraphy run --trt --onnxrt`` on the FP32 classifier (TensorRT vs ONNX Runtime);

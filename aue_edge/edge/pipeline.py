@@ -296,7 +296,8 @@ def batch_limit(backend: Backend, input_name: str) -> int | None:
 
 
 def is_landmarks_input(name: str, card: ModelCard) -> bool:
-    """True for the extra input the pipeline can feed: 68 points per face (aue_edge/train/au/export)."""
+    """True for the extra input the pipeline can feed: 68 points per face (an AU detector's
+    export, aue_edge/train/au/export.py)."""
     spec = card.extra_inputs.get(name)
     return (name == LANDMARKS_INPUT and isinstance(spec, dict)
             and list(spec.get("shape", []))[1:] == [68, 2])

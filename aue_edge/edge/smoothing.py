@@ -1,7 +1,7 @@
 """Temporal smoothing of per-face outputs, one state per track ID.
 
-Sits in the per-frame pipeline after tracking (``aue_edge/edge/pipeline.py``). Frame-by-frame emotion
-and AU probabilities flicker; a robot should react to a smile, not to one noisy frame.
+Sits in the per-frame pipeline after tracking (``aue_edge/edge/pipeline.py``). Frame-by-frame
+emotion and AU probabilities flicker; a robot should react to a smile, not to one noisy frame.
 
 - ``ema``: exponential moving average, ``y = alpha * x + (1 - alpha) * y_prev``. A convex
   combination, so smoothed emotion probabilities still sum to 1.

@@ -1,7 +1,7 @@
 """Face tracking: stable IDs for the faces of a video stream.
 
-Sits in the per-frame pipeline after detection (``aue_edge/edge/pipeline.py``): each frame's detected
-boxes are associated with the live tracks by box overlap (IoU), so a face keeps its ID from
+Sits in the per-frame pipeline after detection (``aue_edge/edge/pipeline.py``): each frame's
+detected boxes are associated with the live tracks by box overlap (IoU), so a face keeps its ID from
 frame to frame and temporal smoothing (``aue_edge/edge/smoothing.py``) can run per ID.
 
 Association is greedy by default (highest IoU pair first), which needs nothing but numpy and is

@@ -167,7 +167,8 @@ def markdown_table(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aue_edge.train.ablation",
                                      description=__doc__.split("\n\n")[0])
-    parser.add_argument("--init", required=True, help="stage-1 checkpoint that never saw CK+ (aue import-onnx of the "
+    parser.add_argument("--init", required=True,
+                        help="stage-1 checkpoint that never saw CK+ (aue import-onnx of the "
                              "first release's model.onnx)")
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

@@ -16,10 +16,10 @@ from aue_edge.core.errors import ConfigError
 
 def train_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="aue train", description="Train a model from a YAML config (aue_edge/train/configs/); its "
-        "model.name picks the trainer: AUE-CRL (or its baseline: stage 1 expression, stage 2 AU "
-        "from knowledge pseudo labels, stage 3 attention fusion) or an AU detector (LP-Net, "
-        "GTLE-Net, KDSRL).")
+        prog="aue train", description="Train a model from a YAML config "
+        "(aue_edge/train/configs/); its model.name picks the trainer: AUE-CRL (or its baseline: "
+        "stage 1 expression, stage 2 AU from knowledge pseudo labels, stage 3 attention fusion) "
+        "or an AU detector (LP-Net, GTLE-Net, KDSRL).")
     parser.add_argument("config", help="training config YAML (see aue_edge/train/configs/)")
     parser.add_argument("--stage", action="append", type=int, choices=(1, 2, 3),
                         help="AUE-CRL: run only this stage (repeatable; config: "

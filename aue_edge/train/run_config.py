@@ -49,8 +49,8 @@ def config_family(raw: Any, origin: str) -> str:
             f"data: {{...}}, augment: {{...}}, run: {{batch_size, eval_batch_size, select_metric, "
             f"seed, device, amp, channels_last, num_threads, out_dir}}, aue_crl: {{stages, input, "
             f"stage1, stage2, stage3}}; move the keys there (as in "
-            f"aue_edge/train/configs/aue_crl_cpu_tiny.yaml), and --set keys alike (stage1.epochs -> "
-            f"aue_crl.stage1.epochs, batch_size -> run.batch_size)")
+            f"aue_edge/train/configs/aue_crl_cpu_tiny.yaml), and --set keys alike "
+            f"(stage1.epochs -> aue_crl.stage1.epochs, batch_size -> run.batch_size)")
     name = model.get("name") if isinstance(model, dict) else None
     family = family_of(name) if isinstance(name, str) else None
     if family is None:

@@ -1,8 +1,8 @@
 """The ONE module that imports TensorRT and a CUDA binding (cuda-python or pycuda).
 
 Everything above it (``tensorrt_backend.py``: buffers, shapes, version and device checks;
-``aue_edge/edge/build.py``: flags, profiles, sidecar) is plain Python that is tested without TensorRT.
-This module only translates those decisions into TensorRT / CUDA calls, written against
+``aue_edge/edge/build.py``: flags, profiles, sidecar) is plain Python that is tested without
+TensorRT. This module only translates those decisions into TensorRT / CUDA calls, written against
 NVIDIA's documented Python API:
 
 - TensorRT >= 8.5: tensors by name (``num_io_tensors``, ``get_tensor_name``, ``get_tensor_mode``,

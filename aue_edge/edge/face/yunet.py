@@ -2,9 +2,9 @@
 
 Edge stage, first step of the per-frame pipeline: frame -> boxes, scores and 5 landmarks per face,
 which :mod:`aue_edge.edge.face.alignment` turns into aligned crops. The ONNX graph (vendored in
-``aue_edge/edge/models/yunet/``, OpenCV Zoo, MIT) only outputs raw per-anchor tensors; the decoding that
-``cv2.FaceDetectorYN`` does in C++ is done here in numpy, so the same graph runs in ONNX Runtime
-today and in TensorRT (any :class:`~aue_edge.edge.backends.base.Backend`) later.
+``aue_edge/edge/models/yunet/``, OpenCV Zoo, MIT) only outputs raw per-anchor tensors; the decoding
+that ``cv2.FaceDetectorYN`` does in C++ is done here in numpy, so the same graph runs in ONNX
+Runtime today and in TensorRT (any :class:`~aue_edge.edge.backends.base.Backend`) later.
 
 Decoding, as OpenCV 4.x ``modules/objdetect/src/face_detect.cpp`` does it (checked against
 ``cv2.FaceDetectorYN`` in ``tests/test_face_yunet.py``):
@@ -102,12 +102,12 @@ def nms_xyxy(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -
 class YuNetDetector:
     """Detect faces with YuNet: ``with YuNetDetector() as det: faces = det.detect(frame)``.
 
-    ``model_path`` defaults to the vendored ``aue_edge/edge/models/yunet/face_detection_yunet.onnx`` and
-    runs in ONNX Runtime on the CPU; pass ``backend`` (any :class:`Backend` holding the same
-    graph, e.g. TensorRT) to run it elsewhere -- the detector then owns and closes it.
-    Frames whose longer side exceeds ``detect_max_side_px`` are downscaled (INTER_AREA) for
-    detection and the results mapped back to the full frame; ``None`` detects at full size.
-    ``max_faces`` keeps only the highest-scoring faces after NMS (``None``: all).
+    ``model_path`` defaults to the vendored ``aue_edge/edge/models/yunet/face_detection_yunet.onnx``
+    and runs in ONNX Runtime on the CPU; pass ``backend`` (any :class:`Backend` holding the same
+    graph, e.g. TensorRT) to run it elsewhere -- the detector then owns and closes it. Frames whose
+    longer side exceeds ``detect_max_side_px`` are downscaled (INTER_AREA) for detection and the
+    results mapped back to the full frame; ``None`` detects at full size. ``max_faces`` keeps only
+    the highest-scoring faces after NMS (``None``: all).
     """
 
     def __init__(self, model_path: str | Path | None = None, backend: Backend | None = None,

@@ -1,9 +1,9 @@
 """Configuration of an AU-detector training run: frozen dataclasses loaded from one YAML file.
 
-Train stage. ``aue train aue_edge/train/configs/lp_net_ferplus.yaml`` (through ``train_from_config``)
-reads a file of this shape; every key is checked, unknown keys are errors that name the file and
-the key, and command-line overrides (``aue train ... --set run.batch_size=8``, dotted
-keys) are applied before validation::
+Train stage. ``aue train aue_edge/train/configs/lp_net_ferplus.yaml`` (through
+``train_from_config``) reads a file of this shape; every key is checked, unknown keys are errors
+that name the file and the key, and command-line overrides (``aue train ... --set
+run.batch_size=8``, dotted keys) are applied before validation::
 
     model:   {name: lp_net_r18_112, au_set: auecrl, kwargs: {}}
     data:    {dataset: ferplus, root: ../shared/data/ferplus, pseudo_labels: majority, ...}
