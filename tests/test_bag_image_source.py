@@ -44,9 +44,10 @@ def replay(context, ros_env, tmp_path, bag_path, name: str, *args: str):
     node = rclpy.create_node(f"{name}_sub", context=context)
     node.create_subscription(Image, f"/{name}/image",
                              lambda m: received.append((m, time.monotonic())), 10)
-    process = start_node("image_source", ["--source", str(bag_path), "--topic", f"/{name}/image",
-                                      "--qos", "reliable", "--wait-for-subscribers", "1", *args],
-                     ros_env, tmp_path / f"{name}.log")
+    process = start_node("image_source",
+                         ["--source", str(bag_path), "--topic", f"/{name}/image", "--qos",
+                          "reliable", "--wait-for-subscribers", "1", *args],
+                         ros_env, tmp_path / f"{name}.log")
     executor = rclpy.executors.SingleThreadedExecutor(context=context)
     executor.add_node(node)
     deadline = time.monotonic() + 60.0

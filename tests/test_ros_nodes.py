@@ -356,7 +356,7 @@ def test_image_source_publishes_a_folder_with_headers(context, ros_env, astronau
 
 def test_emotion_listener_prints_changes(context, ros_env, tmp_path):
     process = start_node("emotion_listener", [], ros_env, tmp_path / "listener.log",
-                     stdout=subprocess.PIPE)
+                         stdout=subprocess.PIPE)
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(process.stdout.readline, "")),
                               daemon=True)
@@ -498,7 +498,7 @@ def test_signal_during_configure_exits_cleanly(context, ros_env, model_dir, tmp_
     log_path = tmp_path / "start.log"
     watcher = rclpy.create_node("start_watcher", context=context)
     process = start_node("perception_node", ["--model-dir", str(model_dir), "--ros-args", "-r",
-                                         "__node:=aue_perception_start"], ros_env, log_path)
+                                             "__node:=aue_perception_start"], ros_env, log_path)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while ("aue_perception_start" not in watcher.get_node_names()
@@ -665,8 +665,8 @@ def test_malformed_params_file_and_misspelt_parameter(ros_env, model_dir, tmp_pa
     # A misspelt parameter is not silently ignored: the node warns and names the known ones.
     log_path = tmp_path / "misspelt.log"
     process = start_node("perception_node", ["--model-dir", str(model_dir), "--ros-args", "-r",
-                                         "__node:=aue_perception_typo", "-p",
-                                         "imgae_topic:=/typo/image"], ros_env, log_path)
+                                             "__node:=aue_perception_typo", "-p",
+                                             "imgae_topic:=/typo/image"], ros_env, log_path)
     deadline = time.monotonic() + START_TIMEOUT_S
     while "active:" not in log_path.read_text() and time.monotonic() < deadline:
         time.sleep(0.2)
