@@ -101,27 +101,34 @@ def _report(compare, ferplus_root) -> dict:
         truth, {compare.OURS: (rng.random((len(truth), 8)), FERPLUS_LABELS),
                 compare.FER_VARIANTS["tflite"]: (rng.random((len(truth), 7)), fer_names)},
         FERPLUS_LABELS, FER2013_LABELS)}
-    times = {key: {mode: {"ours": ([0.020, 0.030, 0.025], [1, 1, 1]),
-                          "fer": ([0.010, 0.012, 0.011], [1, 2, 1])}
+    times = {key: {mode: {"ours": ([0.020, 0.030, 0.025], [0.02, 0.03, 0.02], [1, 1, 1]),
+                          "fer": ([0.010, 0.012, 0.011], [0.02, 0.02, 0.02], [1, 2, 1])}
                    for mode in compare.THREAD_MODES} for key in compare.FRAME_SETS}
     classifier = {mode: {compare.OURS: [0.006, 0.007], compare.FER_VARIANTS["tflite"]: [0.001]}
                   for mode in compare.THREAD_MODES}
     info = {"fer": "25.10.3", "labels": list(FER_PACKAGE_LABELS)}
     return compare.build_report(
         ["--rounds", "1"], info, compare.REPO / "aue_edge/edge/models/aue_crl/model.int8.ort.onnx",
-        FERPLUS_LABELS, accuracy, {"FER+ test": 0.99}, compare.frame_table(times), classifier,
+        FERPLUS_LABELS, {"detect_interval_frames": 10, "infer_interval_frames": 3,
+                         "num_threads": None}, accuracy, {"FER+ test": 0.99},
+        compare.frame_table(times), classifier,
         {"rounds": 1, "scene_repeats": 1, "classifier_faces": 2})
 
 
 def test_frame_table_ratio_and_faces(compare):
-    # a scheduled pipeline: one expensive frame, two cheap ones; the ratio is of the means
-    table = compare.frame_table({"clip": {"1": {"ours": ([0.005, 0.002, 0.002], [1, 1, 3]),
-                                                "fer": ([0.01, 0.012, 0.005], [2, 1, 1])}}})
+    # a scheduled pipeline: one expensive frame, two cheap ones; the ratio is of the means.
+    # fer's CPU time exceeds its wall clock (two threads), ours does not
+    table = compare.frame_table({"clip": {"1": {
+        "ours": ([0.005, 0.002, 0.002], [0.004, 0.002, 0.003], [1, 1, 3]),
+        "fer": ([0.01, 0.012, 0.005], [0.02, 0.02, 0.014], [2, 1, 1])}}})
     cell = table["clip"]["1"]
     assert cell["ours"]["median_ms"] == pytest.approx(2.0)
     assert cell["ours"]["mean_ms"] == pytest.approx(3.0)
     assert cell["fer"]["mean_ms"] == pytest.approx(9.0)
     assert cell["fer_over_ours"] == pytest.approx(3.0)
+    assert cell["ours"]["cpu_mean_ms"] == pytest.approx(3.0)
+    assert cell["fer"]["cpu_mean_ms"] == pytest.approx(18.0)
+    assert cell["fer_over_ours_cpu"] == pytest.approx(6.0)
     assert cell["ours"]["faces"] == {"1": 2, "3": 1} and cell["fer"]["faces"] == {"1": 2, "2": 1}
     with pytest.raises(compare.CompareError, match="no timing"):
         compare.summarise_seconds([])
@@ -137,9 +144,11 @@ def test_report_written_as_json_and_markdown(compare, ferplus_root, tmp_path):
     markdown = paths[1].read_text()
     ours = report["accuracy"]["FER+ test"]["all"][compare.OURS]["accuracy"]
     assert f"| FER+ test, all classes | 200 | {100 * ours:.2f} %" in markdown
-    assert "| bundled clip (480x360, 1-3 faces) | 1 | 25.0 (25.0) | 11.0 (11.0) | 0.4x | 1: 3 / 1: 2, 2: 1 |" \
-        in markdown
+    assert ("| bundled clip (480x360, 1-3 faces) | 1 | 25.0 (25.0) | 11.0 (11.0) | 0.4x "
+            "| 23.3 / 20.0 (0.9x) | 1: 3 / 1: 2, 2: 1 |") in markdown
     assert "| default | 6.50 | 1.00 |" in markdown
+    assert ("Our pipeline: detect_interval_frames: 10, infer_interval_frames: 3, num_threads: null"
+            in markdown)
 
 
 def test_failed_report_keeps_the_previous_one(compare, ferplus_root, tmp_path):

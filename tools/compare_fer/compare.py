@@ -7,7 +7,8 @@ Run from the repository root (``make compare`` builds ``.venv-fer`` first, then 
 
 Two interpreters, never one: this script runs in the project's ``.venv`` and uses only the
 product's public API for our side (``aue_edge.Pipeline`` with the shipped default model on
-ONNX Runtime, so a faster pipeline shows up when the harness is run again); `fer` runs in
+ONNX Runtime and the default settings, or ``--pipeline-config``'s, so a faster pipeline shows
+up when the harness is run again); `fer` runs in
 ``.venv-fer`` (``tools/compare_fer/requirements.txt``) as ``fer_worker.py``, one process per
 thread setting, fed the same arrays through files. Nothing of `fer` is a dependency of the
 product.
@@ -25,12 +26,15 @@ and scaling, then ``FER._classify_emotions``). fer's 7 FER2013 classes map to FE
 Speed: whole frames (detection + classification) on the bundled clip (75 frames, 480x360) and
 the benchmark scenes (640x480, 1 and 5 faces, ``aue_edge/benchmarks/scenes.py``), and the classifier
 alone per face (batch 1, FER+ test crops), at one thread and at the libraries' default threads.
-Rounds interleave the two sides (their order alternates) so load on the shared machine hits
-both alike; ratios come from one run.
+Per frame, the wall clock and the CPU time of the process doing the work (all its threads: a
+side that runs on two cores spends more CPU than wall clock). Rounds interleave the two sides
+(their order alternates) so load on the shared machine hits both alike; ratios come from one
+run.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -161,17 +165,23 @@ def markdown_report(report: dict[str, Any]) -> str:
             lines.append(f"| {dataset}, {what} | {n} | " + " | ".join(cells) + " |")
     lines += ["", "Accuracy (mean-class accuracy in brackets). " + report["protocol_note"], ""]
     speed = report["speed"]
+    settings = report["ours"]["pipeline_config"]
+    schedule = ", ".join(f"{key}: {json.dumps(settings.get(key))}" for key in
+                         ("detect_interval_frames", "infer_interval_frames", "num_threads"))
     lines += ["## Speed, ms per frame (detection + classification): mean (median)", "",
-              "| frames | threads | aue_edge | fer | fer / aue_edge (means) | frames with N "
-              "faces found (N: frames), aue_edge / fer |", "|---|---|---|---|---|---|"]
+              f"Our pipeline: {schedule} (the 'default' rows; the '1' rows one thread).", "",
+              "| frames | threads | aue_edge | fer | fer / aue_edge (means) | CPU ms per frame, "
+              "aue_edge / fer (fer / aue_edge) | frames with N faces found (N: frames), "
+              "aue_edge / fer |", "|---|---|---|---|---|---|---|"]
     for key, what in FRAME_SETS.items():
         for mode in THREAD_MODES:
             cell = speed["frames"][key][mode]
             ours, fer = cell["ours"], cell["fer"]
             lines.append(f"| {what} | {mode} | {ours['mean_ms']:.1f} ({ours['median_ms']:.1f}) "
                          f"| {fer['mean_ms']:.1f} ({fer['median_ms']:.1f}) "
-                         f"| {cell['fer_over_ours']:.1f}x | {_faces_text(ours['faces'])} / "
-                         f"{_faces_text(fer['faces'])} |")
+                         f"| {cell['fer_over_ours']:.1f}x | {ours['cpu_mean_ms']:.1f} / "
+                         f"{fer['cpu_mean_ms']:.1f} ({cell['fer_over_ours_cpu']:.1f}x) "
+                         f"| {_faces_text(ours['faces'])} / {_faces_text(fer['faces'])} |")
     lines += ["", "## Speed, classifier only: median ms per face (batch 1, FER+ test crops)", "",
               "| threads | " + " | ".join(speed["classifier"][THREAD_MODES[0]]) + " |",
               "|---|" + "---|" * len(speed["classifier"][THREAD_MODES[0]])]
@@ -199,26 +209,32 @@ def write_report(out_dir: str | Path, report: dict[str, Any]) -> list[Path]:
     return [Path(out_dir) / REPORT_JSON, Path(out_dir) / REPORT_MD]
 
 
-def frame_table(times: dict[str, dict[str, dict[str, tuple[list, list]]]]) -> dict[str, Any]:
-    """{frame set: {threads: {side: timing summary + faces found, ratio}}} from the raw
-    ``times[frame set][threads][side] = (seconds, faces per frame)``."""
+def frame_table(times: dict[str, dict[str, dict[str, tuple[list, list, list]]]]
+                ) -> dict[str, Any]:
+    """{frame set: {threads: {side: timing summary, mean CPU ms + faces found, ratios}}} from
+    the raw ``times[frame set][threads][side] = (seconds, CPU seconds, faces) per frame``."""
     table: dict[str, Any] = {}
     for key, per_mode in times.items():
         table[key] = {}
         for mode, sides in per_mode.items():
-            cell = {side: {**summarise_seconds(sec), "faces": faces_summary(faces)}
-                    for side, (sec, faces) in sides.items()}
+            cell = {side: {**summarise_seconds(sec),
+                           "cpu_mean_ms": summarise_seconds(cpu)["mean_ms"],
+                           "faces": faces_summary(faces)}
+                    for side, (sec, cpu, faces) in sides.items()}
             cell["fer_over_ours"] = cell["fer"]["mean_ms"] / cell["ours"]["mean_ms"]
+            cell["fer_over_ours_cpu"] = cell["fer"]["cpu_mean_ms"] / cell["ours"]["cpu_mean_ms"]
             table[key][mode] = cell
     return table
 
 
 def build_report(argv: Sequence[str], fer_info: dict[str, Any], our_model: Path,
-                 our_labels: Sequence[str], accuracy: dict[str, Any],
+                 our_labels: Sequence[str], our_pipeline: dict[str, Any],
+                 accuracy: dict[str, Any],
                  agreement: dict[str, float], frames: dict[str, Any],
                  classifier: dict[str, dict[str, list[float]]],
                  settings: dict[str, int]) -> dict[str, Any]:
-    """The JSON report (``markdown_report`` renders its tables)."""
+    """The JSON report (``markdown_report`` renders its tables); ``our_pipeline`` is our
+    pipeline's settings (``PipelineConfig`` as a dict)."""
     from aue_edge.benchmarks.machine import collect_machine_record, summary_lines
 
     machine = collect_machine_record()
@@ -232,7 +248,8 @@ def build_report(argv: Sequence[str], fer_info: dict[str, Any], our_model: Path,
         "fer": fer_info,
         "ours": {"model_file": str(our_model.relative_to(REPO))
                  if our_model.is_relative_to(REPO) else str(our_model),
-                 "emotion_labels": list(our_labels), "backend": "onnxruntime"},
+                 "emotion_labels": list(our_labels), "backend": "onnxruntime",
+                 "pipeline_config": our_pipeline},
         "label_mapping": {"fer_to_ferplus": FER_TO_CANONICAL},
         "protocol_note": (
             "fer's 7 FER2013 classes map to FER+ names (angry->anger, happy->happiness, "
@@ -318,15 +335,20 @@ class FerWorker:
 class OurSide:
     """The product through its public API: one Pipeline per thread setting."""
 
-    def __init__(self, model_dir: str | None) -> None:
+    def __init__(self, model_dir: str | None, pipeline_config: str | None = None) -> None:
         import cv2
 
-        from aue_edge import Pipeline
+        from aue_edge import Pipeline, PipelineConfig
 
         self.cv2 = cv2
         self.default_cv2_threads = cv2.getNumThreads()
-        self.pipelines = {"1": Pipeline.from_model_dir(model_dir, num_threads=1),
-                          "default": Pipeline.from_model_dir(model_dir)}
+        config = (PipelineConfig.from_yaml(pipeline_config) if pipeline_config
+                  else PipelineConfig())
+        if model_dir is not None:
+            config = config.replace(model_dir=model_dir)
+        self.config = config
+        self.pipelines = {"1": Pipeline(config.replace(num_threads=1)),
+                          "default": Pipeline(config)}
 
     def threads(self, mode: str):
         """Set OpenCV's process-wide threads for ``mode``; returns that mode's pipeline."""
@@ -353,19 +375,21 @@ class OurSide:
         return seconds
 
     def time_frames(self, frames: np.ndarray, repeats: int, fps: float, mode: str
-                    ) -> tuple[list[float], list[int]]:
+                    ) -> tuple[list[float], list[float], list[int]]:
         """``pipeline.process`` on each frame in order (a video: tracking and smoothing as a
-        robot runs them), ``repeats`` times, starting fresh each time."""
+        robot runs them), ``repeats`` times, starting fresh each time: wall-clock seconds, CPU
+        seconds of this process (all threads) and faces found, per frame."""
         pipeline = self.threads(mode)
-        seconds, faces = [], []
+        seconds, cpu_seconds, faces = [], [], []
         for _ in range(repeats):
             pipeline.reset()
             for index, frame in enumerate(frames):
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 result = pipeline.process(frame, timestamp_s=index / fps)
                 seconds.append(time.perf_counter() - start)
+                cpu_seconds.append(time.process_time() - cpu_start)
                 faces.append(len(result.faces))
-        return seconds, faces
+        return seconds, cpu_seconds, faces
 
     def close(self) -> None:
         for pipeline in self.pipelines.values():
@@ -396,6 +420,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fer-python", default=str(DEFAULT_FER_PYTHON),
                         help="the fer venv's interpreter (make compare-venv builds it)")
     parser.add_argument("--model-dir", default=None, help="our model folder (default: shipped)")
+    parser.add_argument("--pipeline-config", default=None, metavar="YAML",
+                        help="our pipeline's settings (config/pipeline.yaml layout; default: "
+                             "the built-in defaults); its num_threads applies to the "
+                             "'default' rows, the '1' rows run one thread")
     parser.add_argument("--ferplus-root", default=None)
     parser.add_argument("--ckplus-root", default=None)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds")
@@ -446,24 +474,25 @@ def measure_accuracy(ours: OurSide, fer: FerWorker, crops: dict[str, np.ndarray]
 def measure_speed(ours: OurSide, workers: dict[str, FerWorker], frames: dict[str, np.ndarray],
                   clip_fps: float, timed_crops: np.ndarray, tmp: Path, rounds: int,
                   scene_repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Raw timings ``(times[frame set][threads][side] = (seconds, faces), classifier[threads]
+    """Raw timings ``(times[frame set][threads][side] = (seconds, CPU seconds, faces),
+    classifier[threads]
     [model] = seconds)``; rounds interleave the sides, their order alternating. ``frames`` is
     also ``tmp/frames.npz`` and ``timed_crops`` ``tmp/timed_crops.npy`` for fer."""
     from tqdm import tqdm
 
     frames_file, crops_file = str(tmp / "frames.npz"), str(tmp / "timed_crops.npy")
-    times = {key: {m: {"ours": ([], []), "fer": ([], [])} for m in THREAD_MODES}
+    times = {key: {m: {"ours": ([], [], []), "fer": ([], [], [])} for m in THREAD_MODES}
              for key in frames}
     classifier = {m: {OURS: [], **{title: [] for title in FER_VARIANTS.values()}}
                   for m in THREAD_MODES}
 
-    def run_frames(side: str, mode: str, key: str, repeats: int) -> tuple[list, list]:
+    def run_frames(side: str, mode: str, key: str, repeats: int) -> tuple[list, list, list]:
         if side == "ours":
             fps = clip_fps if key == "clip" else SCENE_FPS
             return ours.time_frames(np.concatenate([frames[key]] * repeats), 1, fps, mode)
         reply = workers[mode].request("time_frames", frames=frames_file, key=key,
                                       repeats=repeats)
-        return reply["seconds"], reply["faces"]
+        return reply["seconds"], reply["cpu_seconds"], reply["faces"]
 
     for mode in THREAD_MODES:  # first calls (allocations, caches) are not timed
         for key in frames:
@@ -476,10 +505,9 @@ def measure_speed(ours: OurSide, workers: dict[str, FerWorker], frames: dict[str
         for mode in THREAD_MODES:
             for side in ("fer", "ours") if round_index % 2 == 0 else ("ours", "fer"):
                 for key in frames:
-                    sec, faces = run_frames(side, mode, key,
-                                            1 if key == "clip" else scene_repeats)
-                    times[key][mode][side][0].extend(sec)
-                    times[key][mode][side][1].extend(faces)
+                    for kept, new in zip(times[key][mode][side], run_frames(
+                            side, mode, key, 1 if key == "clip" else scene_repeats)):
+                        kept.extend(new)
                 if side == "ours":
                     classifier[mode][OURS] += ours.time_classifier(timed_crops, mode)
                     continue
@@ -524,7 +552,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             print("starting the fer workers and our pipelines ...", file=sys.stderr)
             for mode in THREAD_MODES:
                 workers[mode] = FerWorker(fer_python, mode, tmp)
-            ours = OurSide(args.model_dir)
+            ours = OurSide(args.model_dir, args.pipeline_config)
             frames = {"clip": clip, **scene_frames(ours.pipelines["default"])}
             np.savez(tmp / "frames.npz", **frames)
             for name, images in crops.items():
@@ -542,7 +570,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
     report = build_report(
         argv, info, ours.pipelines["default"].model.path, ours.pipelines["default"].emotion_labels,
-        accuracy, agreement, frame_table(times), classifier,
+        dataclasses.asdict(ours.config), accuracy, agreement, frame_table(times), classifier,
         {"rounds": args.rounds, "scene_repeats": args.scene_repeats,
          "classifier_faces": int(len(timed_crops))})
     paths = write_report(args.out, report)
