@@ -333,19 +333,16 @@ class FerWorker:
 
 # ------------------------------------------------------------------------------ our side
 class OurSide:
-    """The product through its public API: one Pipeline per thread setting."""
+    """The product through its public API: one Pipeline per thread setting, both from
+    ``config`` (a ``PipelineConfig``; the '1' one at one ONNX Runtime thread)."""
 
-    def __init__(self, model_dir: str | None, pipeline_config: str | None = None) -> None:
+    def __init__(self, config) -> None:
         import cv2
 
-        from aue_edge import Pipeline, PipelineConfig
+        from aue_edge import Pipeline
 
         self.cv2 = cv2
         self.default_cv2_threads = cv2.getNumThreads()
-        config = (PipelineConfig.from_yaml(pipeline_config) if pipeline_config
-                  else PipelineConfig())
-        if model_dir is not None:
-            config = config.replace(model_dir=model_dir)
         self.config = config
         self.pipelines = {"1": Pipeline(config.replace(num_threads=1)),
                           "default": Pipeline(config)}
@@ -518,6 +515,7 @@ def measure_speed(ours: OurSide, workers: dict[str, FerWorker], frames: dict[str
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
+    from aue_edge import PipelineConfig
     from aue_edge.edge.outputs import prepare_output_dir, remove_if_empty
     from aue_edge.core.paths import DEMO_CLIP
     from aue_edge.edge.frames import read_video
@@ -533,6 +531,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             raise CompareError(f"--{name.replace('_', '-')} must be at least 1")
     if prepare_output_dir(args.out, (REPORT_JSON, REPORT_MD)):
         remove_if_empty(args.out)  # checked writable now; written only at the end
+    config = (PipelineConfig.from_yaml(args.pipeline_config) if args.pipeline_config
+              else PipelineConfig())
+    if args.model_dir is not None:
+        config = config.replace(model_dir=args.model_dir)
     ferplus = FerPlus(data_root(args.ferplus_root, "AUE_FERPLUS_ROOT", "ferplus"), "test")
     ckplus = CkPlus(data_root(args.ckplus_root, "AUE_CKPLUS_ROOT", "ckplus"), "all")
     fer_images, fer_targets, _, _ = ferplus.load_arrays()
@@ -552,7 +554,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             print("starting the fer workers and our pipelines ...", file=sys.stderr)
             for mode in THREAD_MODES:
                 workers[mode] = FerWorker(fer_python, mode, tmp)
-            ours = OurSide(args.model_dir, args.pipeline_config)
+            ours = OurSide(config)
             frames = {"clip": clip, **scene_frames(ours.pipelines["default"])}
             np.savez(tmp / "frames.npz", **frames)
             for name, images in crops.items():
