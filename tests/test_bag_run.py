@@ -20,7 +20,8 @@ pytest.importorskip("rosbags", reason="rosbags is not installed (pip install -r 
                                       "requirements.txt): bag reading NOT tested")
 
 from helpers.bags import (PERIOD_NS, STORAGES, STRING, T0_NS, expected_stamp,  # noqa: E402
-                          jpeg_image, raw_image, storage_file, write_bag)
+                          jpeg_image, raw_image, recompress_mcap_chunks, storage_file,
+                          write_bag)
 
 from aue_edge.cli import main as aue_main  # noqa: E402
 from aue_edge.edge.pipeline import DEFAULT_MODEL_DIR  # noqa: E402
@@ -130,9 +131,9 @@ def test_a_bag_with_one_image_topic_uses_it_and_says_so(tmp_path, astronaut_bgr,
         capsys.readouterr().err
 
 
-@pytest.mark.parametrize("storage, compress", [("mcap", False), ("mcap", True),
-                                               ("sqlite3", False)])
-def test_a_cut_off_bag_is_read_as_far_as_it_goes(tmp_path, astronaut_bgr, storage, compress,
+@pytest.mark.parametrize("storage, compression", [("mcap", None), ("mcap", "zstd"),
+                                                  ("mcap", "lz4"), ("sqlite3", None)])
+def test_a_cut_off_bag_is_read_as_far_as_it_goes(tmp_path, astronaut_bgr, storage, compression,
                                                  capsys):
     # 20 frames: in a sqlite3 file, table pages are allocated as rows come, so a cut keeps the
     # early rows only once the table has more than one page of rows (as any real recording).
@@ -140,7 +141,9 @@ def test_a_cut_off_bag_is_read_as_far_as_it_goes(tmp_path, astronaut_bgr, storag
     small = cv2.resize(astronaut_bgr, (256, 256), interpolation=cv2.INTER_AREA)
     bag = write_bag(tmp_path / "full", storage, {
         "/camera/image_raw": [raw_image(i, small) for i in range(n)],
-        "/chatter": [STRING(data=f"hi {i}") for i in range(n)]}, compress=compress)
+        "/chatter": [STRING(data=f"hi {i}") for i in range(n)]}, compress=bool(compression))
+    if compression == "lz4":
+        assert recompress_mcap_chunks(storage_file(bag), "lz4") >= 2
     cut = tmp_path / "cut"
     cut.mkdir()
     shutil.copy(bag / "metadata.yaml", cut)

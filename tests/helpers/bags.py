@@ -71,3 +71,35 @@ def write_bag(path, storage: str, topics: dict, compress: bool = False, times_ns
 
 def storage_file(bag):
     return next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
+
+
+def recompress_mcap_chunks(path, compression: str = "lz4") -> int:
+    """Rewrite the zstd chunks of the MCAP file at ``path`` with ``compression`` (rosbags
+    writes zstd only; ros2 bag and the mcap CLI may write lz4); returns the chunks rewritten.
+    Records are copied in order; the summary's chunk offsets go stale, so only a reader that
+    walks the records (the bag reader's salvage path) reads the result."""
+    import struct
+
+    import lz4.frame
+    from backports import zstd
+
+    data, out, pos, rewritten = path.read_bytes(), bytearray(), 8, 0
+    out += data[:8]                                    # magic
+    while pos + 9 <= len(data):
+        op, length = data[pos], struct.unpack_from("<Q", data, pos + 1)[0]
+        body = data[pos + 9:pos + 9 + length]
+        if op == 0x06:                                 # Chunk
+            head = body[:28]                           # start, end, uncompressed size, crc
+            (name_len,) = struct.unpack_from("<I", body, 28)
+            assert body[32:32 + name_len] == b"zstd", "write the bag with compress=True"
+            (stored,) = struct.unpack_from("<Q", body, 32 + name_len)
+            records = zstd.decompress(body[40 + name_len:40 + name_len + stored])
+            packed = lz4.frame.compress(records)
+            body = (head + struct.pack("<I", len(compression)) + compression.encode()
+                    + struct.pack("<Q", len(packed)) + packed)
+            rewritten += 1
+        out += bytes([op]) + struct.pack("<Q", len(body)) + body
+        pos += 9 + length
+    out += data[pos:]                                  # closing magic
+    path.write_bytes(bytes(out))
+    return rewritten
