@@ -73,9 +73,9 @@ def storage_file(bag):
     return next(p for p in bag.iterdir() if p.suffix in (".mcap", ".db3"))
 
 
-def recompress_mcap_chunks(path, compression: str = "lz4") -> int:
-    """Rewrite the zstd chunks of the MCAP file at ``path`` with ``compression`` (rosbags
-    writes zstd only; ros2 bag and the mcap CLI may write lz4); returns the chunks rewritten.
+def mcap_chunks_as_lz4(path) -> int:
+    """Rewrite the zstd chunks of the MCAP file at ``path`` as lz4 chunks (rosbags writes zstd
+    only; ros2 bag and the mcap CLI may write lz4); returns the chunks rewritten.
     Records are copied in order; the summary's chunk offsets go stale, so only a reader that
     walks the records (the bag reader's salvage path) reads the result."""
     import struct
@@ -95,7 +95,7 @@ def recompress_mcap_chunks(path, compression: str = "lz4") -> int:
             (stored,) = struct.unpack_from("<Q", body, 32 + name_len)
             records = zstd.decompress(body[40 + name_len:40 + name_len + stored])
             packed = lz4.frame.compress(records)
-            body = (head + struct.pack("<I", len(compression)) + compression.encode()
+            body = (head + struct.pack("<I", 3) + b"lz4"
                     + struct.pack("<Q", len(packed)) + packed)
             rewritten += 1
         out += bytes([op]) + struct.pack("<Q", len(body)) + body

@@ -343,7 +343,6 @@ class OurSide:
 
         self.cv2 = cv2
         self.default_cv2_threads = cv2.getNumThreads()
-        self.config = config
         self.pipelines = {"1": Pipeline(config.replace(num_threads=1)),
                           "default": Pipeline(config)}
 
@@ -472,9 +471,9 @@ def measure_speed(ours: OurSide, workers: dict[str, FerWorker], frames: dict[str
                   clip_fps: float, timed_crops: np.ndarray, tmp: Path, rounds: int,
                   scene_repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
     """Raw timings ``(times[frame set][threads][side] = (seconds, CPU seconds, faces),
-    classifier[threads]
-    [model] = seconds)``; rounds interleave the sides, their order alternating. ``frames`` is
-    also ``tmp/frames.npz`` and ``timed_crops`` ``tmp/timed_crops.npy`` for fer."""
+    classifier[threads][model] = seconds)``; rounds interleave the sides, their order
+    alternating. ``frames`` is also ``tmp/frames.npz`` and ``timed_crops``
+    ``tmp/timed_crops.npy`` for fer."""
     from tqdm import tqdm
 
     frames_file, crops_file = str(tmp / "frames.npz"), str(tmp / "timed_crops.npy")
@@ -572,7 +571,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
     report = build_report(
         argv, info, ours.pipelines["default"].model.path, ours.pipelines["default"].emotion_labels,
-        dataclasses.asdict(ours.config), accuracy, agreement, frame_table(times), classifier,
+        dataclasses.asdict(config), accuracy, agreement, frame_table(times), classifier,
         {"rounds": args.rounds, "scene_repeats": args.scene_repeats,
          "classifier_faces": int(len(timed_crops))})
     paths = write_report(args.out, report)
