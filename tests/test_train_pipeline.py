@@ -237,6 +237,7 @@ def test_every_shipped_config_loads(repo_root):
     """Every YAML under aue_edge/train/configs/ loads with its trainer's loader, picked by the family of
     model.name (the way aue train dispatches)."""
     from aue_edge.train.au.config import load_au_config
+    from aue_edge.train.distill import load_distill_config
     from aue_edge.train.run_config import read_config_family
 
     families = {}
@@ -244,11 +245,13 @@ def test_every_shipped_config_loads(repo_root):
         family = read_config_family(path)
         if family == "aue_crl":
             assert load_config(path).model.startswith("aue_crl")
+        elif family == "student":
+            assert load_distill_config(path).model.startswith("student")
         else:
             assert load_au_config(path).model.family == family
         families[path.name] = family
-    assert set(families.values()) == {"aue_crl", "lp_net", "gtle_net", "kdsrl"}
-    assert len(families) == 23
+    assert set(families.values()) == {"aue_crl", "lp_net", "gtle_net", "kdsrl", "student"}
+    assert len(families) == 24
 
 
 def test_packed_arrays_round_trip_and_errors(packed_small, tmp_path):

@@ -30,6 +30,7 @@ import numpy as np
 
 from aue_edge.core.errors import DatasetError, ModelFileError
 from aue_edge.edge.model_card import ModelCard
+from aue_edge.train.evaluate import knowledge_table
 from aue_edge.train.metrics import best_f1_threshold, binary_f1, roc_auc
 
 MIN_POSITIVE_SEQUENCES = 10
@@ -84,17 +85,6 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, classes: int = 2) -> Callable[[np
 
 
 # ------------------------------------------------------------------------------ model outputs
-def _prior_table(card: ModelCard) -> np.ndarray | None:
-    from aue_edge.data.knowledge import clamp_prior
-
-    config = card.architecture.get("config", {})
-    weights = card.architecture.get("learned_prior_weight") or config.get("prior_init")
-    if not weights or not config.get("prior_low"):
-        return None
-    return clamp_prior(np.asarray(weights), np.asarray(config["prior_low"]),
-                       np.asarray(config["prior_high"]))
-
-
 def ckplus_subjects_seen(card: ModelCard) -> set[str]:
     """CK+ subjects a model trained on, as its card records (empty: none)."""
     return set(card.training.get("ckplus", {}).get("subjects", []))
@@ -179,7 +169,7 @@ def evaluate_ckplus(model_paths: Sequence[str | Path], root: str | Path,
                            f">= {MIN_POSITIVE_SEQUENCES} positive CK+ sequences")
     model_idx = [card.outputs.au_names.index(n) for n in au_names]
     y_au = au_true[:, [CKPLUS_AUS.index(n) for n in au_names]].astype(bool)
-    table = _prior_table(card)
+    table = knowledge_table(card)
 
     methods = ("model",) + BASELINES
     pooled_score = {m: np.zeros(y_au.shape) for m in methods}

@@ -56,7 +56,21 @@ def train_main(argv: list[str]) -> int:
     overrides = cli_overrides(args.set, out_dir=args.out_dir, root=args.root,
                               packed=args.packed, device=args.device, seed=args.seed,
                               batch_size=args.batch_size)
-    if read_config_family(args.config) != "aue_crl":  # LP-Net, GTLE-Net, KDSRL: own trainers
+    family = read_config_family(args.config)
+    if family == "student":  # distilled from an exported AUE-CRL model
+        from aue_edge.train import distill
+
+        refused = [flag for flag, value in (("--stage", args.stage), ("--init", args.init),
+                                            ("--pretrained", args.pretrained),
+                                            ("--pack-data", args.pack_data)) if value]
+        if refused:
+            raise ConfigError(f"{', '.join(refused)}: not for a student model (its one stage "
+                              f"starts from scratch; its teacher is distill.teacher); pack "
+                              f"FER+ with an AUE-CRL config")
+        distill.train(distill.load_distill_config(args.config, overrides), resume=args.resume,
+                      progress=not args.no_progress)
+        return 0
+    if family != "aue_crl":  # LP-Net, GTLE-Net, KDSRL: own trainers
         from aue_edge.train.au.run import au_flag_overrides, train_from_config
 
         if args.pack_data:

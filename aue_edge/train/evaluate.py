@@ -120,18 +120,29 @@ def predict_faces(predict, close, faces: np.ndarray, card: ModelCard, batch_size
     return emotion, au
 
 
-def _au_stats(card: ModelCard, labels: np.ndarray, au_probs: np.ndarray) -> dict[str, Any]:
-    """AU output vs the knowledge pseudo labels of the true expression (no AU ground truth
-    exists for FER+): one-hot(label) x W clamped to the prior bands, W as learned (card)."""
+def knowledge_table(card: ModelCard) -> np.ndarray | None:
+    """The (E, A) expression->AU table W of a model card, clamped to its prior bands: AUE-CRL's
+    learned W (or its initial prior), or the table a student carries from its teacher
+    (``architecture.knowledge_prior``); None when the card holds none."""
     from aue_edge.data.knowledge import clamp_prior
 
     arch = card.architecture
+    if arch.get("knowledge_prior"):
+        return np.asarray(arch["knowledge_prior"], dtype=np.float64)
     config = arch.get("config", {})
     weights = arch.get("learned_prior_weight") or config.get("prior_init")
     if not weights or not config.get("prior_low"):
+        return None
+    return clamp_prior(np.asarray(weights), np.asarray(config["prior_low"]),
+                       np.asarray(config["prior_high"]))
+
+
+def _au_stats(card: ModelCard, labels: np.ndarray, au_probs: np.ndarray) -> dict[str, Any]:
+    """AU output vs the knowledge pseudo labels of the true expression (no AU ground truth
+    exists for FER+): one-hot(label) x W clamped to the prior bands, W as learned (card)."""
+    table = knowledge_table(card)
+    if table is None:
         return {"skipped": "the model card holds no expression->AU prior"}
-    table = clamp_prior(np.asarray(weights), np.asarray(config["prior_low"]),
-                        np.asarray(config["prior_high"]))
     return au_pseudo_label_stats(au_probs, table[labels], card.outputs.au_names,
                                  card.outputs.thresholds())
 

@@ -161,6 +161,9 @@ def card_from_checkpoint(payload: dict[str, Any], model: torch.nn.Module,
         # The learned expression->AU matrix W (KGAURL): with the prior bands in the config it
         # gives the pseudo AU labels 'aue evaluate' compares the AU output with.
         arch["learned_prior_weight"] = learned_w.detach().cpu().numpy().round(5).tolist()
+    if fields.get("knowledge_prior"):
+        # A student's teacher's W, clamped (aue_edge.train.distill): the same baselines.
+        arch["knowledge_prior"] = fields["knowledge_prior"]
     au_names = tuple(fields.get("au_names", ()))
     return ModelCard(
         model_name=payload["model_name"],
@@ -185,10 +188,12 @@ def card_from_checkpoint(payload: dict[str, Any], model: torch.nn.Module,
 
 
 def is_au_detector(payload: dict[str, Any]) -> bool:
-    """A checkpoint of the AU-detector trainer (LP-Net, GTLE-Net, KDSRL), not of AUE-CRL."""
+    """A checkpoint of the AU-detector trainer (LP-Net, GTLE-Net, KDSRL), not of AUE-CRL or a
+    student distilled from it."""
     from aue_edge.train.models import model_family
+    from aue_edge.train.run_config import AU_FAMILIES
 
-    return model_family(payload["model_name"]) != "aue_crl"
+    return model_family(payload["model_name"]) in AU_FAMILIES
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, opset: int = DEFAULT_OPSET,

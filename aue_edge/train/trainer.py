@@ -53,8 +53,12 @@ def fit_au_thresholds(au_probs: np.ndarray, aus: np.ndarray, known: np.ndarray,
     return out
 
 
-def check_ckplus_inheritance(data: DataConfig, inherited: set[str], init: str | None) -> None:
-    """A cross-validation run for CK+ fold k must not start from weights that saw fold k."""
+def check_ckplus_inheritance(data: DataConfig, inherited: set[str], init: str | None,
+                             advice: str = "Start from a checkpoint that never saw CK+ (e.g. "
+                                           "'aue import-onnx' of the first release, or a "
+                                           "stage-1 checkpoint)") -> None:
+    """A cross-validation run for CK+ fold k must not learn from weights that saw fold k (its
+    starting checkpoint, or a student's teacher)."""
     from aue_edge.data.folds import CKPLUS_FOLDS
 
     if data.ckplus_root and data.ckplus_fold:
@@ -62,10 +66,8 @@ def check_ckplus_inheritance(data: DataConfig, inherited: set[str], init: str | 
         if leaked:
             raise ModelFileError(
                 f"{init} was trained on {len(leaked)} CK+ subjects of fold {data.ckplus_fold} "
-                f"({sorted(leaked)[:3]}...), which this run holds out; a fold model started "
-                f"from it would be scored on faces its weights saw. Start from a checkpoint "
-                f"that never saw CK+ (e.g. 'aue import-onnx' of the first release, or a stage-1 "
-                f"checkpoint)")
+                f"({sorted(leaked)[:3]}...), which this run holds out; a fold model that "
+                f"learns from it would be scored on faces its weights saw. {advice}")
 
 
 def card_fields(cfg: TrainConfig, model: torch.nn.Module, train_arrays: SplitArrays,
@@ -87,13 +89,19 @@ def card_fields(cfg: TrainConfig, model: torch.nn.Module, train_arrays: SplitArr
                      "stages": list(cfg.stages),
                      "epochs": {f"stage{n}": cfg.stage(n).epochs for n in cfg.stages},
                      "pretrained_backbone": cfg.pretrained or None, "seed": cfg.seed,
-                     # CK+ subjects this run trained on and those the starting weights saw
-                     **({"ckplus": {"fold_held_out": (ck.fold or None) if ck else None,
-                                    "num_images": int(len(ck.labels)) if ck else 0,
-                                    "subjects": sorted(set(ck.subjects if ck else ())
-                                                       | set(inherited_ckplus))}}
-                        if ck or inherited_ckplus else {})},
+                     **ckplus_card_entry(ck, inherited_ckplus)},
     }
+
+
+def ckplus_card_entry(ck: CkPlusArrays | None, inherited: set[str]) -> dict[str, Any]:
+    """The card's ``training.ckplus`` entry: the CK+ subjects this run trained on and those the
+    weights it learned from saw (``aue evaluate`` refuses to score a model on them); empty for
+    a run that never met CK+."""
+    if not ck and not inherited:
+        return {}
+    return {"ckplus": {"fold_held_out": (ck.fold or None) if ck else None,
+                       "num_images": int(len(ck.labels)) if ck else 0,
+                       "subjects": sorted(set(ck.subjects if ck else ()) | set(inherited))}}
 
 
 def _set_trainable(model: torch.nn.Module, stage: int, st: StageConfig) -> list:

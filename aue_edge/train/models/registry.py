@@ -19,6 +19,7 @@ FAMILY_MODULES = {
     "lp_net": "aue_edge.train.models.lp_net",
     "gtle_net": "aue_edge.train.models.gtle_net",
     "kdsrl": "aue_edge.train.models.kdsrl",
+    "student": "aue_edge.train.models.student",
 }
 _VARIANTS: dict[str, tuple[str, ModuleType]] = {}
 
