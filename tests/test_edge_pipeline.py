@@ -462,6 +462,47 @@ def test_tracked_faces_between_detections_and_new_faces_within_the_interval(
             np.testing.assert_allclose(face.au_probs, want_au[0], rtol=1e-4, atol=1e-5)
 
 
+def test_region_interval_extrapolates_moving_faces_between_region_runs(model_dir,
+                                                                       three_faces_bgr):
+    """region_interval_frames 2: the regions on every other frame; in between each face moves
+    on at the speed of its last two detections (held after its first), close to where regions
+    on every frame find it, and the model runs on the crop those landmarks give. A face that
+    leaves stays one frame longer; a lost face means regions (and the whole frame) again."""
+    frames = [np.roll(three_faces_bgr, 6 * k, axis=1) for k in range(7)]
+    with make_pipeline(model_dir, detect_interval_frames=10) as every:
+        found = [{f.track_id: f for f in every.process(frame, timestamp_s=k / 30).faces}
+                 for k, frame in enumerate(frames)]
+    with make_pipeline(model_dir, detect_interval_frames=10, region_interval_frames=2,
+                       infer_interval_frames=1) as pipeline:
+        calls = spy_detector(pipeline)
+        results = [pipeline.process(frame, timestamp_s=k / 30) for k, frame in enumerate(frames)]
+        card = pipeline.card
+        assert calls == ["frame", "regions", "regions", "regions"]
+        assert [len(r.faces) for r in results] == [3] * 7
+        assert len({f.track_id for r in results for f in r.faces}) == 3
+        for k in (3, 5):   # extrapolated from the detections two frames apart
+            for face in results[k].faces:
+                other = found[k][face.track_id]
+                # as close as a region's face is to the whole frame's (test_face_yunet.py)
+                assert box_iou(face.box_xyxy, other.box_xyxy) > 0.85
+                eyes = np.linalg.norm(other.landmarks5[1] - other.landmarks5[0])
+                assert np.abs(face.landmarks5 - other.landmarks5).max() < 0.15 * eyes
+                # ... and closer than holding the last detection would be
+                held = next(f for f in results[k - 1].faces if f.track_id == face.track_id)
+                assert box_iou(face.box_xyxy, other.box_xyxy) > box_iou(held.box_xyxy,
+                                                                          other.box_xyxy)
+                want_em, _ = expected_outputs(frames[k], face.landmarks5[None], card)
+                np.testing.assert_allclose(face.emotion_probs, want_em[0], rtol=1e-4,
+                                           atol=1e-5)
+        # frame 1 held the first detection: 6 px behind
+        moved = results[1].faces[0].box_xyxy - results[0].faces[0].box_xyxy
+        np.testing.assert_array_equal(moved, 0)
+        blank = np.full_like(three_faces_bgr, 128)
+        assert len(pipeline.process(blank, 7 / 30).faces) == 3   # extrapolated: one frame late
+        assert pipeline.process(blank, 8 / 30).faces == []       # regions, then the whole frame
+        assert calls[4:] == ["regions", "frame"]
+
+
 def test_a_lost_face_or_nothing_tracked_means_whole_frame_detection(model_dir, astronaut_bgr):
     blank = np.full_like(astronaut_bgr, 127)
     with make_pipeline(model_dir, detect_interval_frames=10) as pipeline:

@@ -151,6 +151,8 @@ def test_bad_settings_wrong_graph_and_closed_detector(tmp_path, astronaut_bgr):
         YuNetDetector(score_threshold=0.0)
     with pytest.raises(ConfigError, match="detect_max_side_px"):
         YuNetDetector(detect_max_side_px=16)
+    with pytest.raises(ConfigError, match="region_side_px must be >= 32"):
+        YuNetDetector(region_side_px=16)
     with pytest.raises(ModelFileError, match="does not exist"):
         YuNetDetector(model_path=tmp_path / "missing.onnx")
     # A graph that is not YuNet: its outputs are named in the error.
@@ -210,13 +212,14 @@ def test_regions_find_the_faces_of_the_whole_frame_and_map_them_back(astronaut_b
     detector whose detect_max_side_px fits 2 regions per run gives the same faces."""
     from aue_edge.benchmarks.scenes import benchmark_frames
 
-    with YuNetDetector() as det, YuNetDetector(detect_max_side_px=256) as narrow:
-        assert narrow.region_side_px == 128
+    with YuNetDetector() as det, YuNetDetector(detect_max_side_px=256) as narrow, \
+            YuNetDetector(region_side_px=96) as small:
+        assert narrow.region_side_px == 128 and small.region_side_px == 96
         scenes = benchmark_frames(astronaut_bgr, det)
         for count, frame in scenes.items():
             whole = det.detect(frame)
             moved = whole.boxes_xyxy + np.array([8, -8, 8, -8], np.float32)
-            for detector in (det, narrow):
+            for detector in (det, narrow, small):
                 found, hit = detector.detect_regions(frame, moved)
                 assert_same_faces(found, whole)
                 assert hit.tolist() == [True] * count

@@ -14,11 +14,15 @@ every frame):
 
 - ``detect_interval_frames`` N: YuNet runs on the whole frame at least every N frames, and on
   every frame when no face was seen on the previous frame or a face seen there is not found
-  again; on the other frames the tracked faces are found again in 128 px regions around their
-  last boxes (:meth:`~aue_edge.edge.face.yunet.YuNetDetector.detect_regions`), which gives
-  fresh boxes and landmarks for them at a fraction of the cost; a face lost a few frames ago is
-  looked for in its region too, until its track expires. A face entering the view appears
-  within N frames.
+  again; on the other frames the tracked faces are found again in regions around their last
+  boxes (``detect_region_px``; :meth:`~aue_edge.edge.face.yunet.YuNetDetector.detect_regions`),
+  which gives fresh boxes and landmarks for them at a fraction of the cost; a face lost a few
+  frames ago is looked for in its region too, until its track expires. A face entering the
+  view appears within N frames.
+- ``region_interval_frames`` R: between whole-frame detections the regions are searched on
+  every R-th frame only while every tracked face was found on the previous frame; on the
+  frames in between each face's box and landmarks move on at the speed of its last two
+  detections (no graph run). A face that leaves the view stays up to R - 1 frames longer.
 - ``infer_interval_frames`` K: the model runs on a new face at once and on each tracked face
   once every K frames (staggered by ID, so a group of faces spreads over the K frames); in
   between a face keeps its last model outputs (smoothing continues on them), so an expression
@@ -72,7 +76,8 @@ from aue_edge.edge.smoothing import SMOOTHING_METHODS, TrackSmoother
 from aue_edge.edge.tracking import ASSIGNMENT_METHODS, IouTracker
 
 EDGE_DIR = Path(__file__).resolve().parent
-DEFAULT_MODEL_DIR = EDGE_DIR / "models" / "aue_crl"
+SHIPPED_MODELS_DIR = EDGE_DIR / "models"
+DEFAULT_MODEL_DIR = SHIPPED_MODELS_DIR / "aue_crl"
 # backend -> precision -> model files in order of preference (module docstring).
 MODEL_FILES = {
     "ort": {"auto": (INT8_ORT_MODEL_FILENAME, INT8_QDQ_MODEL_FILENAME, FP32_MODEL_FILENAME),
@@ -103,7 +108,7 @@ class PipelineConfig:
     """Every setting of the pipeline; see ``config/pipeline.yaml`` for what each one does."""
 
     # model
-    model_dir: str | None = None          # None: the shipped aue_edge/edge/models/aue_crl
+    model_dir: str | None = None          # a folder or a shipped model's name; None: aue_crl
     model_file: str = "auto"              # file name in model_dir, or "auto" (module docstring)
     backend: str = "ort"                  # "ort" (ONNX Runtime) or "trt" (TensorRT engine)
     num_threads: int | None = None        # ONNX Runtime intra-op threads; None: ORT's default
@@ -118,6 +123,8 @@ class PipelineConfig:
     detect_max_side_px: int | None = 640
     max_faces: int | None = 20
     detect_interval_frames: int = 10      # whole-frame detection at least every N frames
+    detect_region_px: int = 128           # side of a tracked face's region between them
+    region_interval_frames: int = 1       # regions searched every R frames, extrapolated between
     infer_interval_frames: int = 3        # each tracked face's model runs every K frames
     # tracking
     track_iou_threshold: float = 0.3
@@ -205,6 +212,8 @@ class PipelineConfig:
         check_range("detect_max_side_px", 32, None, optional=True, kinds=(int,))
         check_range("max_faces", 1, None, optional=True, kinds=(int,))
         check_range("detect_interval_frames", 1, None, kinds=(int,))
+        check_range("detect_region_px", 32, None, kinds=(int,))
+        check_range("region_interval_frames", 1, None, kinds=(int,))
         check_range("infer_interval_frames", 1, None, kinds=(int,))
         check_range("track_iou_threshold", 0.0, 1.0, low_open=True)
         check_range("track_max_age_frames", 0, None, kinds=(int,))
@@ -246,6 +255,19 @@ class PipelineConfig:
                               overridden=frozenset(overrides))
 
 
+def model_directory(model_dir: str | Path | None) -> Path:
+    """The folder ``model_dir`` names: a path; or the name of a shipped model folder in
+    ``aue_edge/edge/models`` (``aue_crl``, ``aue_student``) where no folder of that name is
+    in the working directory; None: the shipped ``aue_crl``."""
+    if not model_dir:
+        return DEFAULT_MODEL_DIR
+    path = Path(model_dir)
+    shipped = SHIPPED_MODELS_DIR / path.name
+    if str(model_dir) == path.name and not path.exists() and shipped.is_dir():
+        return shipped
+    return path
+
+
 def resolve_model_file(model_dir: str | Path | None, model_file: str, backend: str,
                        precision: str = "auto") -> Path:
     """The model file the pipeline will open.
@@ -256,7 +278,7 @@ def resolve_model_file(model_dir: str | Path | None, model_file: str, backend: s
     INT8 model), then ``model.int8.onnx`` (the TensorRT-style Q/DQ model), then, for ``auto``
     only, ``model.onnx``.
     """
-    directory = Path(model_dir) if model_dir else DEFAULT_MODEL_DIR
+    directory = model_directory(model_dir)
     if precision not in MODEL_FILES.get(backend, {}):
         raise ConfigError(f"precision {precision!r} is not available with backend {backend!r}; "
                           f"choose one of {sorted(MODEL_FILES.get(backend, {}))}")
@@ -469,6 +491,11 @@ class Pipeline:
                                       cfg.smooth_geometry)
         self._frame_index = 0
         self._frames_since_full_detect = 0
+        self._frames_since_found = 0   # frames in a row whose faces were extrapolated
+        self._extrapolated = False     # this frame's faces were extrapolated, not detected
+        # track ID -> its last two detections (frame index, box, landmarks, score), oldest first:
+        # the motion region_interval_frames extrapolates
+        self._motion: dict[int, list[tuple[int, np.ndarray, np.ndarray, float]]] = {}
         # track ID -> (frame index of its last inference, emotion probs, AU probs) as the model
         # gave them (unsmoothed); held between inferences (infer_interval_frames).
         self._held: dict[int, tuple[int, np.ndarray | None, np.ndarray | None]] = {}
@@ -485,7 +512,7 @@ class Pipeline:
             detector = YuNetDetector(
                 backend=backend, score_threshold=cfg.score_threshold,
                 nms_iou_threshold=cfg.nms_iou_threshold, max_faces=cfg.max_faces,
-                detect_max_side_px=cfg.detect_max_side_px)
+                detect_max_side_px=cfg.detect_max_side_px, region_side_px=cfg.detect_region_px)
             profiles = getattr(backend, "profiles", None)
             if profiles:
                 # Every frame must fit the engine's largest image: check it now, not mid-stream.
@@ -572,7 +599,9 @@ class Pipeline:
         self.tracker.reset()
         self.smoother.reset()
         self._held.clear()
+        self._motion.clear()
         self._frames_since_full_detect = 0
+        self._frames_since_found = 0
 
     def _template(self, card: ModelCard):
         return card.alignment.template_5pt or self._default_template
@@ -611,6 +640,12 @@ class Pipeline:
         self.smoother.drop(update.new_ids + update.expired_ids)
         for track_id in update.new_ids + update.expired_ids:
             self._held.pop(track_id, None)
+            self._motion.pop(track_id, None)
+        if not self._extrapolated:
+            for i, track_id in enumerate(update.track_ids):
+                seen = self._motion.setdefault(int(track_id), [])
+                seen[:] = seen[-1:] + [(self._frame_index, detections.boxes_xyxy[i],
+                                        detections.landmarks5[i], float(detections.scores[i]))]
         due = self._due(update.track_ids)
         t_track = time.perf_counter()
         emotion = au = None
@@ -662,10 +697,21 @@ class Pipeline:
         """This frame's faces: the whole frame every ``detect_interval_frames`` frames, when
         no face was seen on the previous frame, and when a face seen there is not found again
         in its region; otherwise the faces of the live tracks in small regions around their
-        last boxes (a face lost a few frames ago is looked for there too, until it expires)."""
+        last boxes (a face lost a few frames ago is looked for there too, until it expires),
+        or, on the frames ``region_interval_frames`` skips while every track was seen on the
+        previous frame, each tracked face moved on from its last two detections."""
         tracks = self.tracker.tracks
         seen = np.array([t.frames_since_seen == 0 for t in tracks], bool)
-        if seen.any() and self._frames_since_full_detect + 1 < self.config.detect_interval_frames:
+        between = self._frames_since_full_detect + 1 < self.config.detect_interval_frames
+        if (between and seen.size and seen.all()
+                and self._frames_since_found + 1 < self.config.region_interval_frames):
+            self._frames_since_full_detect += 1
+            self._frames_since_found += 1
+            self._extrapolated = True
+            return self._extrapolate(frame.shape[:2], [t.track_id for t in tracks])
+        self._frames_since_found = 0
+        self._extrapolated = False
+        if seen.any() and between:
             found, hit = self.detector.detect_regions(
                 frame, np.stack([t.box_xyxy for t in tracks]))
             if hit[seen].all():
@@ -673,6 +719,31 @@ class Pipeline:
                 return found
         self._frames_since_full_detect = 0
         return self.detector.detect(frame)
+
+    def _extrapolate(self, frame_hw: tuple[int, int], track_ids: list[int]):
+        """The faces of ``track_ids`` on this frame without a graph run: each box and its
+        landmarks shifted from its last detection at the speed its landmarks' centre moved
+        between its last two (held after the first; sizes are not extrapolated: a region and
+        the whole frame see a face at different scales, and the boxes they give differ by more
+        than a frame's change in size), the box clipped to the frame, the last score kept."""
+        from aue_edge.edge.face.yunet import Detections
+
+        boxes, landmarks, scores = [], [], []
+        for track_id in track_ids:
+            seen = self._motion[track_id]
+            index, box, points, score = seen[-1]
+            if len(seen) == 2:
+                speed = (points.mean(0) - seen[0][2].mean(0)) / (index - seen[0][0])
+                shift = speed * (self._frame_index - index)
+                box, points = box + np.tile(shift, 2), points + shift
+            boxes.append(box)
+            landmarks.append(points)
+            scores.append(score)
+        boxes = np.stack(boxes).astype(np.float32)
+        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, frame_hw[1])
+        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, frame_hw[0])
+        return Detections(boxes, np.asarray(scores, np.float32),
+                          np.stack(landmarks).astype(np.float32))
 
     def _due(self, track_ids: np.ndarray) -> np.ndarray:
         """Which faces the model runs on this frame: new faces, and every face once per

@@ -420,7 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", help="pipeline YAML (default: built-in defaults, see "
                                          "config/pipeline.yaml)")
     parser.add_argument("--model", help="model folder (model.int8.ort.onnx / model.int8.onnx / "
-                                        "model.onnx / *.engine + cards); default: the shipped "
+                                        "model.onnx / *.engine + cards) or a shipped model's "
+                                        "name (aue_crl, aue_student); default: the shipped "
                                         "aue_edge/edge/models/aue_crl")
     parser.add_argument("--model-file", help="file name in the model folder (default: auto)")
     parser.add_argument("--backend", choices=("ort", "trt"), help="inference backend")

@@ -103,7 +103,8 @@ NODE_PARAMS = (
 )
 # Unset (no default): the value of pipeline_config (or the pipeline's default) stays.
 PIPELINE_PARAMS = (
-    ParamSpec("model_dir", str, "folder with model(.int8).onnx / .engine and card.json"),
+    ParamSpec("model_dir", str, "folder with model(.int8).onnx / .engine and card.json, or a "
+              "shipped model's name (aue_crl, aue_student)"),
     ParamSpec("model_file", str, "model file in model_dir (wins over precision)"),
     ParamSpec("backend", str, "inference backend: ort (ONNX Runtime) or trt (TensorRT)",
               choices=BACKEND_KINDS),

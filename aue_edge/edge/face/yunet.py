@@ -45,7 +45,8 @@ DEFAULT_MODEL_PATH = (Path(__file__).resolve().parents[1] / "models" / "yunet"
 STRIDES = (8, 16, 32)
 PAD_DIVISOR_PX = 32
 # detect_regions: a region is this many times a face box's longer side, resampled to
-# REGION_SIDE_PX (or detect_max_side_px when that is smaller): the face fills about half of it.
+# region_side_px (default REGION_SIDE_PX; at most detect_max_side_px): the face fills about
+# half of it.
 REGION_SCALE = 2.0
 REGION_SIDE_PX = 128
 LANDMARK_NAMES = ("right_eye", "left_eye", "nose_tip", "right_mouth_corner",
@@ -112,7 +113,8 @@ class YuNetDetector:
 
     def __init__(self, model_path: str | Path | None = None, backend: Backend | None = None,
                  score_threshold: float = 0.6, nms_iou_threshold: float = 0.3,
-                 max_faces: int | None = None, detect_max_side_px: int | None = 640) -> None:
+                 max_faces: int | None = None, detect_max_side_px: int | None = 640,
+                 region_side_px: int = REGION_SIDE_PX) -> None:
         if not 0.0 < score_threshold <= 1.0:
             raise ConfigError(f"score_threshold must be in (0, 1], got {score_threshold}")
         if not 0.0 < nms_iou_threshold <= 1.0:
@@ -122,13 +124,16 @@ class YuNetDetector:
         if detect_max_side_px is not None and detect_max_side_px < PAD_DIVISOR_PX:
             raise ConfigError(f"detect_max_side_px must be >= {PAD_DIVISOR_PX} or None (no "
                               f"downscaling), got {detect_max_side_px}")
+        if region_side_px < PAD_DIVISOR_PX:
+            raise ConfigError(f"region_side_px must be >= {PAD_DIVISOR_PX}, got "
+                              f"{region_side_px}")
         if backend is not None and model_path is not None:
             raise ConfigError("pass either model_path or backend to YuNetDetector, not both")
         self.score_threshold = float(score_threshold)
         self.nms_iou_threshold = float(nms_iou_threshold)
         self.max_faces = max_faces
         self.detect_max_side_px = detect_max_side_px
-        self.region_side_px = min(REGION_SIDE_PX, detect_max_side_px or REGION_SIDE_PX)
+        self.region_side_px = min(region_side_px, detect_max_side_px or region_side_px)
         if backend is None:
             # Imported here so that a TensorRT-only deployment does not need onnxruntime.
             from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
