@@ -117,6 +117,11 @@ def test_teacher_outputs_are_cached_per_teacher_and_faces(tmp_path):
     distill._teacher_targets(predictor(), "b", faces, tmp_path, 2, False)  # another teacher
     distill._teacher_targets(predictor(), "b", faces[:3], tmp_path, 2, False)  # other faces
     assert calls == [2, 2, 2, 2, 2, 1]
+    (tmp_path / distill.TARGETS_FILE).write_bytes(b"PK\x03\x04 cut off")  # a corrupt cache
+    emotion, _ = distill._teacher_targets(predictor(), "b", faces[:3], tmp_path, 2, False)
+    assert calls == [2, 2, 2, 2, 2, 1, 2, 1] and emotion.shape == (3, 8)
+    assert distill._teacher_targets(predictor(), "b", faces[:3], tmp_path, 2, False)[0].shape \
+        == (3, 8) and len(calls) == 8  # rewritten whole
 
 
 def _input_spec():

@@ -178,14 +178,21 @@ def _teacher_targets(predictor: tuple, digest: str, images: np.ndarray, out_dir:
     ``predictor``: :func:`~aue_edge.train.evaluate.load_predictor`'s result (closed here)."""
     from aue_edge.train.evaluate import predict_faces
 
+    import zipfile
+
     card, predict, close = predictor
-    faces = sha256_of_arrays(images)
+    faces = _faces_digest(images)
     cache = out_dir / TARGETS_FILE
     if cache.is_file():
-        with np.load(cache) as saved:
-            if str(saved["teacher_sha256"]) == digest and str(saved["faces_sha256"]) == faces:
-                close()
-                return saved["emotion"], saved["au"]
+        try:
+            with np.load(cache) as saved:
+                if (str(saved["teacher_sha256"]) == digest
+                        and str(saved["faces_sha256"]) == faces):
+                    emotion, au = saved["emotion"], saved["au"]
+                    close()
+                    return emotion, au
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            print(f"{cache} is unreadable ({exc}); running the teacher again", flush=True)
     emotion, au = predict_faces(predict, close, images, card, batch_size, "teacher", progress)
     partial = cache.with_name(cache.name + ".partial.npz")
     np.savez(partial, emotion=emotion, au=au, teacher_sha256=digest, faces_sha256=faces)
@@ -193,7 +200,7 @@ def _teacher_targets(predictor: tuple, digest: str, images: np.ndarray, out_dir:
     return emotion, au
 
 
-def sha256_of_arrays(array: np.ndarray) -> str:
+def _faces_digest(array: np.ndarray) -> str:
     """A digest of an array's bytes (which faces the cached teacher outputs belong to)."""
     import hashlib
 
