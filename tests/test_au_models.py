@@ -15,11 +15,12 @@ AU_MODELS = ("lp_net", "lp_net_r18_112", "lp_net_tiny", "gtle_net", "gtle_net_r1
 
 
 def test_every_au_detector_is_registered():
-    from aue_edge.train.models import aue_crl, gtle_net, kdsrl, lp_net, model_family
+    from aue_edge.train.models import aue_crl, gtle_net, kdsrl, lp_net, model_family, student
 
     assert set(AU_MODELS) <= set(list_models())
     # one registration style: the registry is exactly the families' VARIANTS tables
-    tables = {"aue_crl": aue_crl, "lp_net": lp_net, "gtle_net": gtle_net, "kdsrl": kdsrl}
+    tables = {"aue_crl": aue_crl, "lp_net": lp_net, "gtle_net": gtle_net, "kdsrl": kdsrl,
+              "student": student}
     assert sorted(n for m in tables.values() for n in m.VARIANTS) == list_models()
     for family, module in tables.items():
         assert {model_family(n) for n in module.VARIANTS} == {family}

@@ -25,7 +25,8 @@ from aue_edge.edge.face.templates import FERPLUS_TEMPLATE_5PT
 from aue_edge.edge.face.yunet import YuNetDetector
 from aue_edge.edge.backends.factory import find_model_card
 from aue_edge.edge.model_card import ModelCard, embed_card_in_onnx
-from aue_edge.edge.pipeline import Pipeline, PipelineConfig, resolve_model_file
+from aue_edge.edge.pipeline import (SHIPPED_MODELS_DIR, Pipeline, PipelineConfig,
+                                    model_directory, resolve_model_file)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,35 @@ def test_shipped_yaml_documents_the_defaults(repo_root, check_documented_default
     path = repo_root / "config" / "pipeline.yaml"
     check_documented_defaults(path, dataclasses.asdict(PipelineConfig()),
                               loaded=dataclasses.asdict(PipelineConfig.from_yaml(path)))
+
+
+def test_fast_profile_runs_the_shipped_student_with_smaller_regions(repo_root, astronaut_bgr):
+    """config/pipeline_fast.yaml: only what differs from the defaults; it opens the shipped
+    student by name, whose card asks for 48 px faces, and finds the face in 96 px regions."""
+    path = repo_root / "config" / "pipeline_fast.yaml"
+    config = PipelineConfig.from_yaml(path)
+    assert {k for k, v in dataclasses.asdict(config).items()
+            if v != getattr(PipelineConfig(), k)} == {"model_dir", "detect_region_px",
+                                                      "region_interval_frames"}
+    with Pipeline(config) as pipeline:
+        assert pipeline.model.path.parent == SHIPPED_MODELS_DIR / "aue_student"
+        assert pipeline.card.input.size_px == (48, 48)
+        assert pipeline.detector.region_side_px == 96
+        results = [pipeline.process(astronaut_bgr, timestamp_s=i / 30) for i in range(3)]
+    assert [len(r.faces) for r in results] == [1, 1, 1]
+    with pytest.raises(ConfigError, match="detect_region_px: expected >= 32, found 16"):
+        PipelineConfig(detect_region_px=16)
+
+
+def test_model_dir_names_a_shipped_model_or_a_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert model_directory(None) == SHIPPED_MODELS_DIR / "aue_crl"
+    assert model_directory("aue_student") == SHIPPED_MODELS_DIR / "aue_student"
+    (tmp_path / "aue_student").mkdir()  # a folder of that name here wins over the shipped one
+    assert model_directory("aue_student") == Path("aue_student")
+    assert model_directory("models/aue_crl") == Path("models/aue_crl")  # a path stays a path
+    with pytest.raises(ModelFileError, match="model directory no_such_model does not exist"):
+        resolve_model_file("no_such_model", "auto", "ort")
 
 
 def test_yaml_errors_name_line_and_field(tmp_path):

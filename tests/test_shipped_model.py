@@ -1,7 +1,9 @@
-"""The shipped default model (``aue_edge/edge/models/aue_crl/``): what a robot gets. Its card carries the
-per-AU thresholds and its CK+ cross-validation, and its AU output carries information on faces it
-never saw: the smiling astronaut gets AU6 + AU12, and AU12 ranks FER+ test smiles above neutral
-faces. (That its files hold no construct TensorRT rejects is tests/test_trt_lint.py's job.)
+"""The shipped models: what a robot gets. The default AUE-CRL (``aue_edge/edge/models/aue_crl/``)
+and the fast profile's student distilled from it (``aue_edge/edge/models/aue_student/``). Each
+card carries the per-AU thresholds and its CK+ cross-validation, and each AU output carries
+information on faces it never saw: the smiling astronaut gets AU6 + AU12, and AU12 ranks FER+
+test smiles above neutral faces. (That their files hold no construct TensorRT rejects is
+tests/test_trt_lint.py's job.)
 """
 from __future__ import annotations
 
@@ -15,21 +17,24 @@ from aue_edge.edge.pipeline import Pipeline
 from aue_edge.train.metrics import roc_auc
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL_DIR = REPO / "aue_edge" / "edge" / "models" / "aue_crl"
+MODELS = REPO / "aue_edge" / "edge" / "models"
+MODEL_DIRS = [pytest.param(MODELS / name, id=name) for name in ("aue_crl", "aue_student")]
 FILES = ("model.onnx", "model.int8.onnx", "model.int8.ort.onnx")
 
 
 @pytest.mark.parametrize("name", FILES)
-def test_every_file_carries_the_same_labels_and_thresholds(name):
-    card = card_from_onnx(MODEL_DIR / name)
-    reference = ModelCard.load(MODEL_DIR / "card.json")
+@pytest.mark.parametrize("model_dir", MODEL_DIRS)
+def test_every_file_carries_the_same_labels_and_thresholds(model_dir, name):
+    card = card_from_onnx(model_dir / name)
+    reference = ModelCard.load(model_dir / "card.json")
     assert card.outputs.au_names == reference.outputs.au_names
     assert card.outputs.au_thresholds == reference.outputs.au_thresholds
     assert set(card.outputs.au_thresholds) == set(card.outputs.au_names)
 
 
-def test_card_records_ckplus_training_and_cross_validation():
-    card = ModelCard.load(MODEL_DIR / "card.json")
+@pytest.mark.parametrize("model_dir", MODEL_DIRS)
+def test_card_records_ckplus_training_and_cross_validation(model_dir):
+    card = ModelCard.load(model_dir / "card.json")
     assert len(card.training["ckplus"]["subjects"]) == 79
     cv = card.metrics["ckplus_cv"]
     # The AU output beats the zero-parameter knowledge read-out emotion_probs @ W.
@@ -38,8 +43,9 @@ def test_card_records_ckplus_training_and_cross_validation():
 
 
 @pytest.mark.parametrize("name", ["model.onnx", "model.int8.ort.onnx"])
-def test_a_smile_activates_au6_and_au12(astronaut_bgr, name):
-    with Pipeline.from_model_dir(MODEL_DIR, model_file=name, smoothing="none",
+@pytest.mark.parametrize("model_dir", MODEL_DIRS)
+def test_a_smile_activates_au6_and_au12(astronaut_bgr, model_dir, name):
+    with Pipeline.from_model_dir(model_dir, model_file=name, smoothing="none",
                                  num_threads=1) as pipeline:
         face = pipeline.process(astronaut_bgr, 0.0).faces[0]
         active = {n for n, on in zip(pipeline.au_names, face.au_active) if on}
@@ -48,7 +54,8 @@ def test_a_smile_activates_au6_and_au12(astronaut_bgr, name):
     assert not active & {"AU4", "AU9", "AU15"}, active  # brow lowerer, nose wrinkler, frown
 
 
-def test_au12_ranks_ferplus_test_smiles_above_neutral_faces(ferplus_root):
+@pytest.mark.parametrize("model_dir", MODEL_DIRS)
+def test_au12_ranks_ferplus_test_smiles_above_neutral_faces(ferplus_root, model_dir):
     """FER+ test faces were never trained on; AU12 (lip corner puller) must separate happy
     from neutral ones far better than chance (a constant output scores 0.5)."""
     from aue_edge.edge.backends.onnxruntime_backend import OrtBackend
@@ -59,8 +66,8 @@ def test_au12_ranks_ferplus_test_smiles_above_neutral_faces(ferplus_root):
     images, labels, _, _ = data.load_arrays(progress=False)
     keep = np.isin(labels, [0, 1])  # neutral, happiness
     images, labels = images[keep][:600], labels[keep][:600]
-    card = ModelCard.load(MODEL_DIR / "card.json")
-    with OrtBackend(MODEL_DIR / "model.onnx", num_threads=1) as backend:
+    card = ModelCard.load(model_dir / "card.json")
+    with OrtBackend(model_dir / "model.onnx", num_threads=1) as backend:
         au = backend.infer({"image": to_model_input(images, card.input)})["au_probs"]
     auc = roc_auc(labels == 1, au[:, card.outputs.au_names.index("AU12")])
     assert auc > 0.9, auc

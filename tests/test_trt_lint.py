@@ -143,11 +143,11 @@ def test_raise_for_targets_stops_only_on_the_targets_asked_for():
 
 
 def test_every_shipped_model_for_tensorrt_passes_the_lint():
-    """What `aue build` checks: the classifier (FP32 and the TensorRT Q/DQ file) and YuNet
+    """What `aue build` checks: the classifiers (FP32 and the TensorRT Q/DQ file) and YuNet
     have no construct any target's parser rejects, and the Q/DQ file has its residual Q/DQ;
     the ONNX Runtime file (uint8, asymmetric, int32 biases) is refused, as it must be."""
-    for name in ("aue_crl/model.onnx", "aue_crl/model.int8.onnx",
-                 "yunet/face_detection_yunet.onnx"):
+    for name in ("aue_crl/model.onnx", "aue_crl/model.int8.onnx", "aue_student/model.onnx",
+                 "aue_student/model.int8.onnx", "yunet/face_detection_yunet.onnx"):
         assert [f.line() for f in lint_file(SHIPPED / name)] == [], name
     assert {f.rule for f in lint_file(SHIPPED / "aue_crl" / "model.onnx", dla=True)} == {
         "dla-unsupported-op"}
