@@ -64,6 +64,8 @@ $(FER_STAMP): tools/compare_fer/requirements.txt
 
 compare: setup $(FER_STAMP)
 	$(PY) tools/compare_fer/compare.py --out runs/compare_fer --fer-python $(FER_VENV)/bin/python
+	$(PY) tools/compare_fer/compare.py --out runs/compare_fer_fast --fer-python $(FER_VENV)/bin/python \
+	    --pipeline-config config/pipeline_fast.yaml
 
 clean:
 	rm -rf $(VENV) .venv-py* $(FER_VENV) runs build *.egg-info .pytest_cache

@@ -110,7 +110,9 @@ def _report(compare, ferplus_root) -> dict:
     return compare.build_report(
         ["--rounds", "1"], info, compare.REPO / "aue_edge/edge/models/aue_crl/model.int8.ort.onnx",
         FERPLUS_LABELS, {"detect_interval_frames": 10, "infer_interval_frames": 3,
-                         "num_threads": None}, accuracy, {"FER+ test": 0.99},
+                         "num_threads": None, "detect_max_side_px": 640,
+                         "detect_region_px": 96, "region_interval_frames": 2}, accuracy,
+        {"FER+ test": 0.99},
         compare.frame_table(times), classifier,
         {"rounds": 1, "scene_repeats": 1, "classifier_faces": 2})
 
@@ -147,7 +149,9 @@ def test_report_written_as_json_and_markdown(compare, ferplus_root, tmp_path):
     assert ("| bundled clip (480x360, 1-3 faces) | 1 | 25.0 (25.0) | 11.0 (11.0) | 0.4x "
             "| 23.3 / 20.0 (0.9x) | 1: 3 / 1: 2, 2: 1 |") in markdown
     assert "| default | 6.50 | 1.00 |" in markdown
-    assert ("Our pipeline: detect_interval_frames: 10, infer_interval_frames: 3, num_threads: null"
+    assert ("Our model: `aue_edge/edge/models/aue_crl/model.int8.ort.onnx`. Our pipeline: "
+            "detect_interval_frames: 10, infer_interval_frames: 3, num_threads: null, "
+            "detect_max_side_px: 640, detect_region_px: 96, region_interval_frames: 2"
             in markdown)
 
 

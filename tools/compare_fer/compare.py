@@ -6,9 +6,10 @@ Run from the repository root (``make compare`` builds ``.venv-fer`` first, then 
     .venv/bin/python tools/compare_fer/compare.py --out runs/compare_fer
 
 Two interpreters, never one: this script runs in the project's ``.venv`` and uses only the
-product's public API for our side (``aue_edge.Pipeline`` with the shipped default model on
-ONNX Runtime and the default settings, or ``--pipeline-config``'s, so a faster pipeline shows
-up when the harness is run again); `fer` runs in
+product's public API for our side (``aue_edge.Pipeline`` on ONNX Runtime with the default
+settings and the shipped default model, or ``--pipeline-config``'s, e.g. the fast profile
+``config/pipeline_fast.yaml``, so a faster pipeline shows up when the harness is run again);
+`fer` runs in
 ``.venv-fer`` (``tools/compare_fer/requirements.txt``) as ``fer_worker.py``, one process per
 thread setting, fed the same arrays through files. Nothing of `fer` is a dependency of the
 product.
@@ -59,7 +60,7 @@ FER_TO_CANONICAL = {"angry": "anger", "disgust": "disgust", "fear": "fear",
 THREAD_MODES = ("1", "default")
 FER_VARIANTS = {"tflite": "fer, TFLite int8 (its default)",
                 "keras": "fer, Keras .hdf5 (use_tflite=False)"}
-OURS = "aue_edge (shipped default model)"
+OURS = "aue_edge"
 FRAME_SETS = {"clip": "bundled clip (480x360, 1-3 faces)",
               "scene_1face": "scene, 1 face (640x480)",
               "scene_5faces": "scene, 5 faces (640x480)"}
@@ -168,8 +169,11 @@ def markdown_report(report: dict[str, Any]) -> str:
     settings = report["ours"]["pipeline_config"]
     schedule = ", ".join(f"{key}: {json.dumps(settings.get(key))}" for key in
                          ("detect_interval_frames", "infer_interval_frames", "num_threads"))
+    detection = ", ".join(f"{key}: {json.dumps(settings.get(key))}" for key in
+                          ("detect_max_side_px", "detect_region_px", "region_interval_frames"))
     lines += ["## Speed, ms per frame (detection + classification): mean (median)", "",
-              f"Our pipeline: {schedule} (the 'default' rows; the '1' rows one thread).", "",
+              f"Our model: `{report['ours']['model_file']}`. Our pipeline: {schedule}, "
+              f"{detection} (the 'default' rows; the '1' rows one thread).", "",
               "| frames | threads | aue_edge | fer | fer / aue_edge (means) | CPU ms per frame, "
               "aue_edge / fer (fer / aue_edge) | frames with N faces found (N: frames), "
               "aue_edge / fer |", "|---|---|---|---|---|---|---|"]
@@ -257,9 +261,9 @@ def build_report(argv: Sequence[str], fer_info: dict[str, Any], our_model: Path,
             "image, each model picks among its own classes (ours 8, fer 7: contempt images "
             "always count as wrong for fer). 'without contempt': contempt images left out and "
             "both models pick among fer's 7 classes. CK+ has no neutral class: a 'neutral' "
-            "answer counts as wrong. The shipped model saw all 648 CK+ faces in training "
-            "(their AU codes, for its AU branch), so its CK+ row is not a held-out number "
-            "(README: 68.5 % from subject-exclusive fold models). fer's model comes from "
+            "answer counts as wrong. The shipped models saw all 648 CK+ faces in training "
+            "(their AU codes, for the AU output), so our CK+ rows are not held-out numbers "
+            "(README: those of subject-exclusive fold models). fer's model comes from "
             "oarriaga/face_classification, whose training script fits FER2013's Training rows "
             "and picks the checkpoint on its PublicTest + PrivateTest rows, where FER+ test's "
             "images come from."),
