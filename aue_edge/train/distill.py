@@ -216,17 +216,12 @@ def train(cfg: DistillConfig, resume: bool = False, progress: bool = True) -> di
     from aue_edge.train.loop import make_optimizer, predict_arrays, run_epochs
     from aue_edge.train.metrics import classification_report
     from aue_edge.train.models import create_model
-    from aue_edge.train.runtime import (read_checkpoint, save_checkpoint, seed_everything,
-                                        select_device)
+    from aue_edge.train.runtime import read_checkpoint, save_checkpoint, start_run
     from aue_edge.train.trainer import (check_ckplus_inheritance, ckplus_card_entry,
                                         fit_au_thresholds)
 
-    seed_everything(cfg.run.seed)
-    if cfg.run.num_threads:
-        torch.set_num_threads(cfg.run.num_threads)
-    device = select_device(cfg.run.device)
-    out_dir = Path(cfg.run.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    device, out_dir = start_run(cfg.run.seed, cfg.run.num_threads, cfg.run.device,
+                                cfg.run.out_dir)
     teacher = Path(cfg.distill.teacher)
     if not teacher.is_file():
         raise ModelFileError(f"distill.teacher {teacher} does not exist; give an exported "

@@ -39,6 +39,18 @@ def select_device(requested: str = "auto") -> torch.device:
     return device
 
 
+def start_run(seed: int, num_threads: int, device: str, out_dir: str | Path
+              ) -> tuple[torch.device, Path]:
+    """A single-process run's start: seeds, torch CPU threads (0: torch's default), the device
+    and the output folder (created)."""
+    seed_everything(seed)
+    if num_threads:
+        torch.set_num_threads(num_threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return select_device(device), out
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, model_name: str,
                     **extra: Any) -> Path:
     """Write atomically (temp file + rename) so an interrupted run never leaves half a file."""

@@ -30,7 +30,7 @@ from aue_edge.train.au.evaluate import write_report
 from aue_edge.train.au.trainers import predict_au_probs, run_training
 from aue_edge.data.folds import BP4D_FOLDS, CKPLUS_FOLDS, DISFA_FOLDS
 from aue_edge.train.run_config import family_of
-from aue_edge.train.runtime import read_checkpoint, seed_everything, select_device
+from aue_edge.train.runtime import read_checkpoint, seed_everything, start_run
 
 
 def au_flag_overrides(*, init: str | None = None, resume: bool = False, progress: bool = True,
@@ -156,12 +156,8 @@ def train_from_config(config: str | Path | dict, overrides: dict[str, Any] | Non
     """Train an AU detector from a YAML config (or parsed dict) with dotted-key overrides
     (:mod:`aue_edge.train.run_config`); returns the run report."""
     cfg = load_au_config(config, overrides)
-    seed_everything(cfg.run.seed)
-    if cfg.run.num_threads:
-        torch.set_num_threads(cfg.run.num_threads)
-    device = select_device(cfg.run.device)
-    out_dir = Path(cfg.run.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    device, out_dir = start_run(cfg.run.seed, cfg.run.num_threads, cfg.run.device,
+                                cfg.run.out_dir)
     au_names = cfg.model.resolved_au_names()
     progress = cfg.run.progress
     t0 = time.time()
