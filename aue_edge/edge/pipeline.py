@@ -641,7 +641,8 @@ class Pipeline:
         for track_id in update.new_ids + update.expired_ids:
             self._held.pop(track_id, None)
             self._motion.pop(track_id, None)
-        if not self._extrapolated:
+        if self.config.region_interval_frames > 1 and not self._extrapolated:
+            # only a pipeline that extrapolates needs the last two detections of each face
             for i, track_id in enumerate(update.track_ids):
                 seen = self._motion.setdefault(int(track_id), [])
                 seen[:] = seen[-1:] + [(self._frame_index, detections.boxes_xyxy[i],
