@@ -101,8 +101,8 @@ def _report(compare, ferplus_root) -> dict:
         truth, {compare.OURS: (rng.random((len(truth), 8)), FERPLUS_LABELS),
                 compare.FER_VARIANTS["tflite"]: (rng.random((len(truth), 7)), fer_names)},
         FERPLUS_LABELS, FER2013_LABELS)}
-    times = {key: {mode: {"ours": ([0.020, 0.030, 0.025], [0.02, 0.03, 0.02], [1, 1, 1]),
-                          "fer": ([0.010, 0.012, 0.011], [0.02, 0.02, 0.02], [1, 2, 1])}
+    times = {key: {mode: {"ours": ([0.020, 0.030, 0.025], [0.02, 0.03, 0.02], [1, 1, 1], [0.09]),
+                          "fer": ([0.010, 0.012, 0.011], [0.02, 0.02, 0.02], [1, 2, 1], [0.06])}
                    for mode in compare.THREAD_MODES} for key in compare.FRAME_SETS}
     classifier = {mode: {compare.OURS: [0.006, 0.007], compare.FER_VARIANTS["tflite"]: [0.001]}
                   for mode in compare.THREAD_MODES}
@@ -121,8 +121,8 @@ def test_frame_table_ratio_and_faces(compare):
     # a scheduled pipeline: one expensive frame, two cheap ones; the ratio is of the means.
     # fer's CPU time exceeds its wall clock (two threads), ours does not
     table = compare.frame_table({"clip": {"1": {
-        "ours": ([0.005, 0.002, 0.002], [0.004, 0.002, 0.003], [1, 1, 3]),
-        "fer": ([0.01, 0.012, 0.005], [0.02, 0.02, 0.014], [2, 1, 1])}}})
+        "ours": ([0.005, 0.002, 0.002], [0.004, 0.002, 0.003], [1, 1, 3], [0.09, 0.03]),
+        "fer": ([0.01, 0.012, 0.005], [0.02, 0.02, 0.014], [2, 1, 1], [0.06])}}})
     cell = table["clip"]["1"]
     assert cell["ours"]["median_ms"] == pytest.approx(2.0)
     assert cell["ours"]["mean_ms"] == pytest.approx(3.0)
@@ -132,6 +132,9 @@ def test_frame_table_ratio_and_faces(compare):
     assert cell["fer"]["cpu_mean_ms"] == pytest.approx(18.0)
     assert cell["fer_over_ours_cpu"] == pytest.approx(6.0)
     assert cell["ours"]["faces"] == {"1": 2, "3": 1} and cell["fer"]["faces"] == {"1": 2, "2": 1}
+    # the wake-up calls before each pass are reported apart, never in the per-frame figures
+    assert cell["ours"]["wake_up_median_ms"] == pytest.approx(60.0)
+    assert cell["fer"]["wake_up_median_ms"] == pytest.approx(60.0)
     with pytest.raises(compare.CompareError, match="no timing"):
         compare.summarise_seconds([])
 
@@ -147,7 +150,7 @@ def test_report_written_as_json_and_markdown(compare, ferplus_root, tmp_path):
     ours = report["accuracy"]["FER+ test"]["all"][compare.OURS]["accuracy"]
     assert f"| FER+ test, all classes | 200 | {100 * ours:.2f} %" in markdown
     assert ("| bundled clip (480x360, 1-3 faces) | 1 | 25.0 (25.0) | 11.0 (11.0) | 0.4x "
-            "| 23.3 / 20.0 (0.9x) | 1: 3 / 1: 2, 2: 1 |") in markdown
+            "| 23.3 / 20.0 (0.9x) | 1: 3 / 1: 2, 2: 1 | 90.0 / 60.0 |") in markdown
     assert "| default | 6.50 | 1.00 |" in markdown
     assert ("Our model: `aue_edge/edge/models/aue_crl/model.int8.ort.onnx`. Our pipeline: "
             "detect_interval_frames: 10, infer_interval_frames: 3, num_threads: null, "
@@ -164,3 +167,26 @@ def test_failed_report_keeps_the_previous_one(compare, ferplus_root, tmp_path):
     with pytest.raises(KeyError, match="speed"):
         compare.write_report(out, broken)
     assert {p.name: p.read_text() for p in out.iterdir()} == before
+
+
+def test_our_side_wakes_up_untimed_and_times_from_no_tracks(compare):
+    # the real pipeline on the bundled clip: the wake-up call on the first frame is timed apart
+    # and forgotten (reset), so every timed pass starts from no tracks, as fer's does
+    from aue_edge.core.paths import DEMO_CLIP
+    from aue_edge.edge.frames import read_video
+    from aue_edge import PipelineConfig
+
+    frames = np.stack(read_video(DEMO_CLIP)[0][:4])
+    ours = compare.OurSide(PipelineConfig())
+    try:
+        seconds, cpu_seconds, faces, wake = ours.time_frames(frames, 2, 10.0, "default")
+        pipeline = ours.pipelines["default"]
+        assert len(seconds) == len(cpu_seconds) == len(faces) == 2 * len(frames)
+        assert len(wake) == 1 and wake[0] > 0
+        assert faces == [1] * 8
+        # IDs are never reused: the wake-up made track 1, each timed pass began from no
+        # tracks and made its own (2, then 3); without the reset the first pass would go on
+        # with track 1
+        assert [t.track_id for t in pipeline.tracker.tracks] == [3]
+    finally:
+        ours.close()

@@ -30,7 +30,12 @@ alone per face (batch 1, FER+ test crops), at one thread and at the libraries' d
 Per frame, the wall clock and the CPU time of the process doing the work (all its threads: a
 side that runs on two cores spends more CPU than wall clock). Rounds interleave the two sides
 (their order alternates) so load on the shared machine hits both alike; ratios come from one
-run.
+run. Each timed pass over a frame set starts with one wake-up call on its first frame, on both
+sides, timed apart (ours then resets the pipeline, so the timed pass starts from no tracks):
+while one side works the other sits idle for seconds, and on the 2-core development VM the
+first call after such a pause cost tens of milliseconds more than the same frame a moment later
+(the report's last column), a cost of the pause, not of a frame, that would otherwise fall on
+whichever side waited longer and weigh most on the side with the cheaper frames.
 """
 from __future__ import annotations
 
@@ -176,7 +181,8 @@ def markdown_report(report: dict[str, Any]) -> str:
               f"{detection} (the 'default' rows; the '1' rows one thread).", "",
               "| frames | threads | aue_edge | fer | fer / aue_edge (means) | CPU ms per frame, "
               "aue_edge / fer (fer / aue_edge) | frames with N faces found (N: frames), "
-              "aue_edge / fer |", "|---|---|---|---|---|---|---|"]
+              "aue_edge / fer | wake-up call before each pass (untimed), median ms, "
+              "aue_edge / fer |", "|---|---|---|---|---|---|---|---|"]
     for key, what in FRAME_SETS.items():
         for mode in THREAD_MODES:
             cell = speed["frames"][key][mode]
@@ -185,7 +191,8 @@ def markdown_report(report: dict[str, Any]) -> str:
                          f"| {fer['mean_ms']:.1f} ({fer['median_ms']:.1f}) "
                          f"| {cell['fer_over_ours']:.1f}x | {ours['cpu_mean_ms']:.1f} / "
                          f"{fer['cpu_mean_ms']:.1f} ({cell['fer_over_ours_cpu']:.1f}x) "
-                         f"| {_faces_text(ours['faces'])} / {_faces_text(fer['faces'])} |")
+                         f"| {_faces_text(ours['faces'])} / {_faces_text(fer['faces'])} "
+                         f"| {ours['wake_up_median_ms']:.1f} / {fer['wake_up_median_ms']:.1f} |")
     lines += ["", "## Speed, classifier only: median ms per face (batch 1, FER+ test crops)", "",
               "| threads | " + " | ".join(speed["classifier"][THREAD_MODES[0]]) + " |",
               "|---|" + "---|" * len(speed["classifier"][THREAD_MODES[0]])]
@@ -213,18 +220,20 @@ def write_report(out_dir: str | Path, report: dict[str, Any]) -> list[Path]:
     return [Path(out_dir) / REPORT_JSON, Path(out_dir) / REPORT_MD]
 
 
-def frame_table(times: dict[str, dict[str, dict[str, tuple[list, list, list]]]]
+def frame_table(times: dict[str, dict[str, dict[str, tuple[list, list, list, list]]]]
                 ) -> dict[str, Any]:
-    """{frame set: {threads: {side: timing summary, mean CPU ms + faces found, ratios}}} from
-    the raw ``times[frame set][threads][side] = (seconds, CPU seconds, faces) per frame``."""
+    """{frame set: {threads: {side: timing summary, mean CPU ms, faces found, median wake-up
+    ms; ratios}}} from the raw ``times[frame set][threads][side] = (seconds, CPU seconds,
+    faces) per frame + wake-up seconds per pass``."""
     table: dict[str, Any] = {}
     for key, per_mode in times.items():
         table[key] = {}
         for mode, sides in per_mode.items():
             cell = {side: {**summarise_seconds(sec),
                            "cpu_mean_ms": summarise_seconds(cpu)["mean_ms"],
-                           "faces": faces_summary(faces)}
-                    for side, (sec, cpu, faces) in sides.items()}
+                           "faces": faces_summary(faces),
+                           "wake_up_median_ms": summarise_seconds(wake)["median_ms"]}
+                    for side, (sec, cpu, faces, wake) in sides.items()}
             cell["fer_over_ours"] = cell["fer"]["mean_ms"] / cell["ours"]["mean_ms"]
             cell["fer_over_ours_cpu"] = cell["fer"]["cpu_mean_ms"] / cell["ours"]["cpu_mean_ms"]
             table[key][mode] = cell
@@ -279,8 +288,11 @@ def build_report(argv: Sequence[str], fer_info: dict[str, Any], our_model: Path,
                 "inter-op (fer). 'default': each library's own default. fer: "
                 "FER().detect_emotions(frame) (Haar cascade, its defaults) per frame; ours: "
                 "Pipeline.process(frame) (YuNet, alignment, classifier with AU head, tracking, "
-                "smoothing) per frame, frames in order. Classifier only: one 48x48 FER+ crop "
-                "per call, each side's own preparation included."),
+                "smoothing) per frame, frames in order, from no tracks. Each pass starts with "
+                "one untimed wake-up call on its first frame, on both sides: the first call after "
+                "a process sat idle while the other side worked costs more than a frame (its "
+                "median is the last column). Classifier only: one 48x48 FER+ crop per call, "
+                "each side's own preparation included."),
         },
     }
 
@@ -375,11 +387,15 @@ class OurSide:
         return seconds
 
     def time_frames(self, frames: np.ndarray, repeats: int, fps: float, mode: str
-                    ) -> tuple[list[float], list[float], list[int]]:
+                    ) -> tuple[list[float], list[float], list[int], list[float]]:
         """``pipeline.process`` on each frame in order (a video: tracking and smoothing as a
-        robot runs them), ``repeats`` times, starting fresh each time: wall-clock seconds, CPU
-        seconds of this process (all threads) and faces found, per frame."""
+        robot runs them), ``repeats`` times, starting fresh each time, after one wake-up call
+        on the first frame (module docstring, "Speed"): wall-clock seconds, CPU seconds of this
+        process (all threads) and faces found, per frame, and the wake-up call's seconds."""
         pipeline = self.threads(mode)
+        start = time.perf_counter()
+        pipeline.process(frames[0], timestamp_s=0.0)
+        wake = [time.perf_counter() - start]
         seconds, cpu_seconds, faces = [], [], []
         for _ in range(repeats):
             pipeline.reset()
@@ -389,7 +405,7 @@ class OurSide:
                 seconds.append(time.perf_counter() - start)
                 cpu_seconds.append(time.process_time() - cpu_start)
                 faces.append(len(result.faces))
-        return seconds, cpu_seconds, faces
+        return seconds, cpu_seconds, faces, wake
 
     def close(self) -> None:
         for pipeline in self.pipelines.values():
@@ -474,25 +490,27 @@ def measure_accuracy(ours: OurSide, fer: FerWorker, crops: dict[str, np.ndarray]
 def measure_speed(ours: OurSide, workers: dict[str, FerWorker], frames: dict[str, np.ndarray],
                   clip_fps: float, timed_crops: np.ndarray, tmp: Path, rounds: int,
                   scene_repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Raw timings ``(times[frame set][threads][side] = (seconds, CPU seconds, faces),
+    """Raw timings ``(times[frame set][threads][side] = (seconds, CPU seconds, faces,
+    wake-up seconds),
     classifier[threads][model] = seconds)``; rounds interleave the sides, their order
     alternating. ``frames`` is also ``tmp/frames.npz`` and ``timed_crops``
     ``tmp/timed_crops.npy`` for fer."""
     from tqdm import tqdm
 
     frames_file, crops_file = str(tmp / "frames.npz"), str(tmp / "timed_crops.npy")
-    times = {key: {m: {"ours": ([], [], []), "fer": ([], [], [])} for m in THREAD_MODES}
+    times = {key: {m: {"ours": ([], [], [], []), "fer": ([], [], [], [])} for m in THREAD_MODES}
              for key in frames}
     classifier = {m: {OURS: [], **{title: [] for title in FER_VARIANTS.values()}}
                   for m in THREAD_MODES}
 
-    def run_frames(side: str, mode: str, key: str, repeats: int) -> tuple[list, list, list]:
+    def run_frames(side: str, mode: str, key: str, repeats: int
+                   ) -> tuple[list, list, list, list]:
         if side == "ours":
             fps = clip_fps if key == "clip" else SCENE_FPS
             return ours.time_frames(np.concatenate([frames[key]] * repeats), 1, fps, mode)
         reply = workers[mode].request("time_frames", frames=frames_file, key=key,
                                       repeats=repeats)
-        return reply["seconds"], reply["cpu_seconds"], reply["faces"]
+        return reply["seconds"], reply["cpu_seconds"], reply["faces"], reply["wake_seconds"]
 
     for mode in THREAD_MODES:  # first calls (allocations, caches) are not timed
         for key in frames:
