@@ -533,6 +533,26 @@ def test_region_interval_extrapolates_moving_faces_between_region_runs(model_dir
         assert calls[4:] == ["regions", "frame"]
 
 
+def test_region_interval_goes_on_moving_the_faces_seen_while_another_is_lost(model_dir,
+                                                                             three_faces_bgr):
+    """region_interval_frames 2 with one of three faces hidden for a while: its loss costs one
+    whole-frame detection; the two faces still seen keep the schedule (regions every other
+    frame, moved on in between), and the hidden face is looked for in its region on the region
+    frames and comes back with its ID."""
+    hidden = three_faces_bgr.copy()
+    hidden[100:360, 330:540] = 128   # the middle face
+    frames = [three_faces_bgr] * 2 + [hidden] * 4 + [three_faces_bgr]
+    with make_pipeline(model_dir, detect_interval_frames=10,
+                       region_interval_frames=2) as pipeline:
+        calls = spy_detector(pipeline)
+        results = [pipeline.process(frame, timestamp_s=k / 30) for k, frame in enumerate(frames)]
+    # frames 0-6: whole frame; moved on; regions miss a face -> whole frame; moved on; regions;
+    # moved on; regions (the hidden face found again)
+    assert calls == ["frame", "regions", "frame", "regions", "regions"]
+    assert [len(r.faces) for r in results] == [3, 3, 2, 2, 2, 2, 3]
+    assert {f.track_id for f in results[6].faces} == {f.track_id for f in results[0].faces}
+
+
 def test_a_lost_face_or_nothing_tracked_means_whole_frame_detection(model_dir, astronaut_bgr):
     blank = np.full_like(astronaut_bgr, 127)
     with make_pipeline(model_dir, detect_interval_frames=10) as pipeline:

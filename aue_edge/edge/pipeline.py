@@ -20,9 +20,10 @@ every frame):
   frames ago is looked for in its region too, until its track expires. A face entering the
   view appears within N frames.
 - ``region_interval_frames`` R: between whole-frame detections the regions are searched on
-  every R-th frame only while every tracked face was found on the previous frame; on the
-  frames in between each face's box and landmarks move on at the speed of its last two
-  detections (no graph run). A face that leaves the view stays up to R - 1 frames longer.
+  every R-th frame only; on the frames in between each face found on the previous frame moves
+  on (box and landmarks) at the speed of its last two detections (no graph run). A face that
+  leaves the view stays up to R - 1 frames longer; a face lost a few frames ago is looked for
+  on the region frames only.
 - ``infer_interval_frames`` K: the model runs on a new face at once and on each tracked face
   once every K frames (staggered by ID, so a group of faces spreads over the K frames); in
   between a face keeps its last model outputs (smoothing continues on them), so an expression
@@ -699,17 +700,18 @@ class Pipeline:
         no face was seen on the previous frame, and when a face seen there is not found again
         in its region; otherwise the faces of the live tracks in small regions around their
         last boxes (a face lost a few frames ago is looked for there too, until it expires),
-        or, on the frames ``region_interval_frames`` skips while every track was seen on the
-        previous frame, each tracked face moved on from its last two detections."""
+        or, on the frames ``region_interval_frames`` skips, each face seen on the previous
+        frame moved on from its last two detections."""
         tracks = self.tracker.tracks
         seen = np.array([t.frames_since_seen == 0 for t in tracks], bool)
         between = self._frames_since_full_detect + 1 < self.config.detect_interval_frames
-        if (between and seen.size and seen.all()
+        if (between and seen.any()
                 and self._frames_since_found + 1 < self.config.region_interval_frames):
             self._frames_since_full_detect += 1
             self._frames_since_found += 1
             self._extrapolated = True
-            return self._extrapolate(frame.shape[:2], [t.track_id for t in tracks])
+            return self._extrapolate(frame.shape[:2],
+                                     [t.track_id for t, now in zip(tracks, seen) if now])
         self._frames_since_found = 0
         self._extrapolated = False
         if seen.any() and between:
