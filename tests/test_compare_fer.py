@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -103,7 +105,7 @@ def _report(compare, ferplus_root) -> dict:
         FERPLUS_LABELS, FER2013_LABELS)}
     times = {key: {mode: {"ours": ([0.020, 0.030, 0.025], [0.02, 0.03, 0.02], [1, 1, 1], [0.09]),
                           "fer": ([0.010, 0.012, 0.011], [0.02, 0.02, 0.02], [1, 2, 1], [0.06])}
-                   for mode in compare.THREAD_MODES} for key in compare.FRAME_SETS}
+                   for mode in compare.FRAME_ROWS} for key in compare.FRAME_SETS}
     classifier = {mode: {compare.OURS: [0.006, 0.007], compare.FER_VARIANTS["tflite"]: [0.001]}
                   for mode in compare.THREAD_MODES}
     info = {"fer": "25.10.3", "labels": list(FER_PACKAGE_LABELS)}
@@ -114,7 +116,7 @@ def _report(compare, ferplus_root) -> dict:
                          "detect_region_px": 96, "region_interval_frames": 2}, accuracy,
         {"FER+ test": 0.99},
         compare.frame_table(times), classifier,
-        {"rounds": 1, "scene_repeats": 1, "classifier_faces": 2})
+        {"rounds": 1, "scene_repeats": 1, "classifier_faces": 2, "paced_fps": 30.0})
 
 
 def test_frame_table_ratio_and_faces(compare):
@@ -151,6 +153,8 @@ def test_report_written_as_json_and_markdown(compare, ferplus_root, tmp_path):
     assert f"| FER+ test, all classes | 200 | {100 * ours:.2f} %" in markdown
     assert ("| bundled clip (480x360, 1-3 faces) | 1 | 25.0 (25.0) | 11.0 (11.0) | 0.4x "
             "| 23.3 / 20.0 (0.9x) | 1: 3 / 1: 2, 2: 1 | 90.0 / 60.0 |") in markdown
+    assert "| bundled clip (480x360, 1-3 faces) | default, frames at 30 fps | 25.0 (25.0) |" in (
+        markdown)
     assert "| default | 6.50 | 1.00 |" in markdown
     assert ("Our model: `aue_edge/edge/models/aue_crl/model.int8.ort.onnx`. Our pipeline: "
             "detect_interval_frames: 10, infer_interval_frames: 3, num_threads: null, "
@@ -188,5 +192,18 @@ def test_our_side_wakes_up_untimed_and_times_from_no_tracks(compare):
         # tracks and made its own (2, then 3); without the reset the first pass would go on
         # with track 1
         assert [t.track_id for t in pipeline.tracker.tracks] == [3]
+        # paced as a 4 fps camera: the pass waits for each frame's time (3 x 0.25 s), the
+        # calls alone are timed
+        start = time.perf_counter()
+        seconds, _, faces, _ = ours.time_frames(frames, 1, 4.0, "default", paced=True)
+        assert time.perf_counter() - start >= 0.75 and faces == [1] * 4
+        assert max(seconds) < 0.25
     finally:
         ours.close()
+
+
+def test_paced_fps_must_be_a_rate_or_zero(compare, tmp_path, capsys):
+    assert compare.main(["--fer-python", sys.executable, "--out", str(tmp_path / "out"),
+                         "--paced-fps", "-30"]) == 2
+    assert "--paced-fps must be 0 (no paced rows) or a rate" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

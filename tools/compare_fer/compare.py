@@ -36,6 +36,13 @@ while one side works the other sits idle for seconds, and on the 2-core developm
 first call after such a pause cost tens of milliseconds more than the same frame a moment later
 (the report's last column), a cost of the pause, not of a frame, that would otherwise fall on
 whichever side waited longer and weigh most on the side with the cheaper frames.
+
+Frames back to back measure what a frame costs the CPU when it is busy; a camera delivers them
+at its rate and the process idles in between. The ``paced`` rows (``--paced-fps``, default 30;
+0 leaves them out) time the same frames at default threads handed over at that rate: a frame
+waits for its time (frame i at i / fps after the pass began; a late frame starts at once) and
+only the call is timed. On the development VM a call after even a few tens of milliseconds of
+idling costs more than back to back, most of all for the cheaper side.
 """
 from __future__ import annotations
 
@@ -63,6 +70,8 @@ FER_TO_CANONICAL = {"angry": "anger", "disgust": "disgust", "fear": "fear",
                     "happy": "happiness", "sad": "sadness", "surprise": "surprise",
                     "neutral": "neutral"}
 THREAD_MODES = ("1", "default")
+#: the frame-timing rows: {row: (thread setting, paced?)}; 'paced' only with --paced-fps > 0
+FRAME_ROWS = {"1": ("1", False), "default": ("default", False), "paced": ("default", True)}
 FER_VARIANTS = {"tflite": "fer, TFLite int8 (its default)",
                 "keras": "fer, Keras .hdf5 (use_tflite=False)"}
 OURS = "aue_edge"
@@ -184,10 +193,12 @@ def markdown_report(report: dict[str, Any]) -> str:
               "aue_edge / fer | wake-up call before each pass (untimed), median ms, "
               "aue_edge / fer |", "|---|---|---|---|---|---|---|---|"]
     for key, what in FRAME_SETS.items():
-        for mode in THREAD_MODES:
-            cell = speed["frames"][key][mode]
+        for mode, cell in speed["frames"][key].items():
             ours, fer = cell["ours"], cell["fer"]
-            lines.append(f"| {what} | {mode} | {ours['mean_ms']:.1f} ({ours['median_ms']:.1f}) "
+            threads = (mode if mode != "paced" else
+                       f"default, frames at {speed['paced_fps']:g} fps")
+            lines.append(f"| {what} | {threads} "
+                         f"| {ours['mean_ms']:.1f} ({ours['median_ms']:.1f}) "
                          f"| {fer['mean_ms']:.1f} ({fer['median_ms']:.1f}) "
                          f"| {cell['fer_over_ours']:.1f}x | {ours['cpu_mean_ms']:.1f} / "
                          f"{fer['cpu_mean_ms']:.1f} ({cell['fer_over_ours_cpu']:.1f}x) "
@@ -291,7 +302,9 @@ def build_report(argv: Sequence[str], fer_info: dict[str, Any], our_model: Path,
                 "smoothing) per frame, frames in order, from no tracks. Each pass starts with "
                 "one untimed wake-up call on its first frame, on both sides: the first call after "
                 "a process sat idle while the other side worked costs more than a frame (its "
-                "median is the last column). Classifier only: one 48x48 FER+ crop per call, "
+                "median is the last column). 'frames at N fps': default threads, each frame "
+                "handed over at its time as from a camera at N fps (a late frame at once), "
+                "only the call timed. Classifier only: one 48x48 FER+ crop per call, "
                 "each side's own preparation included."),
         },
     }
@@ -386,12 +399,15 @@ class OurSide:
             seconds.append(time.perf_counter() - start)
         return seconds
 
-    def time_frames(self, frames: np.ndarray, repeats: int, fps: float, mode: str
+    def time_frames(self, frames: np.ndarray, repeats: int, fps: float, mode: str,
+                    paced: bool = False
                     ) -> tuple[list[float], list[float], list[int], list[float]]:
         """``pipeline.process`` on each frame in order (a video: tracking and smoothing as a
         robot runs them), ``repeats`` times, starting fresh each time, after one wake-up call
         on the first frame (module docstring, "Speed"): wall-clock seconds, CPU seconds of this
-        process (all threads) and faces found, per frame, and the wake-up call's seconds."""
+        process (all threads) and faces found, per frame, and the wake-up call's seconds.
+        ``fps`` stamps the frames; ``paced``: each frame is also handed over at its time
+        (frame i at i / fps after the pass began), back to back otherwise."""
         pipeline = self.threads(mode)
         start = time.perf_counter()
         pipeline.process(frames[0], timestamp_s=0.0)
@@ -399,7 +415,10 @@ class OurSide:
         seconds, cpu_seconds, faces = [], [], []
         for _ in range(repeats):
             pipeline.reset()
+            begin = time.perf_counter()
             for index, frame in enumerate(frames):
+                if paced:
+                    time.sleep(max(0.0, begin + index / fps - time.perf_counter()))
                 start, cpu_start = time.perf_counter(), time.process_time()
                 result = pipeline.process(frame, timestamp_s=index / fps)
                 seconds.append(time.perf_counter() - start)
@@ -447,6 +466,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="frames per scene per round (a static camera)")
     parser.add_argument("--classifier-faces", type=int, default=50,
                         help="FER+ test crops timed one by one per round")
+    parser.add_argument("--paced-fps", type=float, default=30.0,
+                        help="also time the frames handed over at this rate, as a camera "
+                             "delivers them (default threads); 0: back to back only")
     return parser
 
 
@@ -489,27 +511,31 @@ def measure_accuracy(ours: OurSide, fer: FerWorker, crops: dict[str, np.ndarray]
 
 def measure_speed(ours: OurSide, workers: dict[str, FerWorker], frames: dict[str, np.ndarray],
                   clip_fps: float, timed_crops: np.ndarray, tmp: Path, rounds: int,
-                  scene_repeats: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Raw timings ``(times[frame set][threads][side] = (seconds, CPU seconds, faces,
-    wake-up seconds),
-    classifier[threads][model] = seconds)``; rounds interleave the sides, their order
-    alternating. ``frames`` is also ``tmp/frames.npz`` and ``timed_crops``
-    ``tmp/timed_crops.npy`` for fer."""
+                  scene_repeats: int, paced_fps: float = 0.0
+                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Raw timings ``(times[frame set][row][side] = (seconds, CPU seconds, faces, wake-up
+    seconds), classifier[threads][model] = seconds)`` for the rows of :data:`FRAME_ROWS`
+    ('paced': frames handed over at ``paced_fps``, left out at 0); rounds interleave the
+    sides, their order alternating. ``frames`` is also ``tmp/frames.npz`` and
+    ``timed_crops`` ``tmp/timed_crops.npy`` for fer."""
     from tqdm import tqdm
 
     frames_file, crops_file = str(tmp / "frames.npz"), str(tmp / "timed_crops.npy")
-    times = {key: {m: {"ours": ([], [], [], []), "fer": ([], [], [], [])} for m in THREAD_MODES}
+    rows = [row for row in FRAME_ROWS if row != "paced" or paced_fps > 0]
+    times = {key: {row: {"ours": ([], [], [], []), "fer": ([], [], [], [])} for row in rows}
              for key in frames}
     classifier = {m: {OURS: [], **{title: [] for title in FER_VARIANTS.values()}}
                   for m in THREAD_MODES}
 
-    def run_frames(side: str, mode: str, key: str, repeats: int
+    def run_frames(side: str, row: str, key: str, repeats: int
                    ) -> tuple[list, list, list, list]:
+        mode, paced = FRAME_ROWS[row]
         if side == "ours":
-            fps = clip_fps if key == "clip" else SCENE_FPS
-            return ours.time_frames(np.concatenate([frames[key]] * repeats), 1, fps, mode)
+            fps = paced_fps if paced else clip_fps if key == "clip" else SCENE_FPS
+            return ours.time_frames(np.concatenate([frames[key]] * repeats), 1, fps, mode,
+                                    paced)
         reply = workers[mode].request("time_frames", frames=frames_file, key=key,
-                                      repeats=repeats)
+                                      repeats=repeats, paced_fps=paced_fps if paced else None)
         return reply["seconds"], reply["cpu_seconds"], reply["faces"], reply["wake_seconds"]
 
     for mode in THREAD_MODES:  # first calls (allocations, caches) are not timed
@@ -520,12 +546,15 @@ def measure_speed(ours: OurSide, workers: dict[str, FerWorker], frames: dict[str
         for variant in FER_VARIANTS:
             workers[mode].request("time_classifier", variant=variant, crops=crops_file)
     for round_index in tqdm(range(rounds), desc="timing rounds", unit="round"):
-        for mode in THREAD_MODES:
+        for row in rows:
+            mode = FRAME_ROWS[row][0]
             for side in ("fer", "ours") if round_index % 2 == 0 else ("ours", "fer"):
                 for key in frames:
-                    for kept, new in zip(times[key][mode][side], run_frames(
-                            side, mode, key, 1 if key == "clip" else scene_repeats)):
+                    for kept, new in zip(times[key][row][side], run_frames(
+                            side, row, key, 1 if key == "clip" else scene_repeats)):
                         kept.extend(new)
+                if row not in THREAD_MODES:
+                    continue   # the classifier alone is timed once per thread setting
                 if side == "ours":
                     classifier[mode][OURS] += ours.time_classifier(timed_crops, mode)
                     continue
@@ -550,6 +579,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     for name in ("rounds", "scene_repeats", "classifier_faces"):
         if getattr(args, name) < 1:
             raise CompareError(f"--{name.replace('_', '-')} must be at least 1")
+    if not args.paced_fps >= 0:
+        raise CompareError(f"--paced-fps must be 0 (no paced rows) or a rate in frames per "
+                           f"second, got {args.paced_fps}")
     if prepare_output_dir(args.out, (REPORT_JSON, REPORT_MD)):
         remove_if_empty(args.out)  # checked writable now; written only at the end
     config = (PipelineConfig.from_yaml(args.pipeline_config) if args.pipeline_config
@@ -583,7 +615,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             np.save(tmp / "timed_crops.npy", timed_crops)
             accuracy, agreement = measure_accuracy(ours, workers["default"], crops, truth, tmp)
             times, classifier = measure_speed(ours, workers, frames, clip_fps, timed_crops, tmp,
-                                              args.rounds, args.scene_repeats)
+                                              args.rounds, args.scene_repeats, args.paced_fps)
             info = workers["default"].request("info")
         finally:
             for worker in workers.values():
@@ -595,7 +627,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         argv, info, ours.pipelines["default"].model.path, ours.pipelines["default"].emotion_labels,
         dataclasses.asdict(config), accuracy, agreement, frame_table(times), classifier,
         {"rounds": args.rounds, "scene_repeats": args.scene_repeats,
-         "classifier_faces": int(len(timed_crops))})
+         "classifier_faces": int(len(timed_crops)), "paced_fps": args.paced_fps})
     paths = write_report(args.out, report)
     print(markdown_report(report))
     print("wrote " + ", ".join(str(p) for p in paths), file=sys.stderr)

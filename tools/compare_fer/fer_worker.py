@@ -18,9 +18,11 @@ Requests (``op``):
   model's 64x64, x/255, (x - 0.5) * 2) and ``FER._classify_emotions`` runs; the (N, 7)
   probabilities are saved to ``out``.
 - ``time_classifier`` ``variant crops``: the same, one crop per call; seconds per call.
-- ``time_frames`` ``frames key repeats``: ``FER().detect_emotions(frame)`` (Haar detection +
-  classification, fer's defaults) on each BGR frame of array ``key`` of the .npz ``frames``,
-  ``repeats`` times; seconds (wall clock and this process's CPU time, all threads) and faces
+- ``time_frames`` ``frames key repeats [paced_fps]``: ``FER().detect_emotions(frame)`` (Haar
+  detection + classification, fer's defaults) on each BGR frame of array ``key`` of the .npz
+  ``frames``, ``repeats`` times, back to back or, with ``paced_fps``, each frame handed over at
+  its time (frame i of the ``repeats`` passes at i / paced_fps after the first began, as
+  ``compare.py`` does for our side); seconds (wall clock and this process's CPU time, all threads) and faces
   found per call; before them one wake-up call on the first frame, untimed there, its seconds
   returned apart (``compare.py``, "Speed": the first call after the process sat idle is not a
   per-frame cost).
@@ -136,14 +138,18 @@ class FerSide:
         start = time.perf_counter()
         fer.detect_emotions(frames[0])
         wake_seconds = [time.perf_counter() - start]
+        paced_fps = request.get("paced_fps")
+        sequence = [frame for _ in range(int(request["repeats"])) for frame in frames]
         seconds, cpu_seconds, faces = [], [], []
-        for _ in range(int(request["repeats"])):
-            for frame in frames:
-                start, cpu_start = time.perf_counter(), time.process_time()
-                found = fer.detect_emotions(frame)
-                seconds.append(time.perf_counter() - start)
-                cpu_seconds.append(time.process_time() - cpu_start)
-                faces.append(len(found))
+        begin = time.perf_counter()
+        for index, frame in enumerate(sequence):
+            if paced_fps:
+                time.sleep(max(0.0, begin + index / paced_fps - time.perf_counter()))
+            start, cpu_start = time.perf_counter(), time.process_time()
+            found = fer.detect_emotions(frame)
+            seconds.append(time.perf_counter() - start)
+            cpu_seconds.append(time.process_time() - cpu_start)
+            faces.append(len(found))
         return {"seconds": seconds, "cpu_seconds": cpu_seconds, "faces": faces,
                 "wake_seconds": wake_seconds}
 
