@@ -197,7 +197,7 @@ def test_our_side_wakes_up_untimed_and_times_from_no_tracks(compare):
         start = time.perf_counter()
         seconds, _, faces, _ = ours.time_frames(frames, 1, 4.0, "default", paced=True)
         assert time.perf_counter() - start >= 0.75 and faces == [1] * 4
-        assert max(seconds) < 0.25
+        assert sum(seconds) < 0.5   # the waits (0.75 s in all) are not in them
     finally:
         ours.close()
 
