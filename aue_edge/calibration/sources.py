@@ -24,17 +24,11 @@ from typing import Iterator
 
 import numpy as np
 
+from aue_edge.core.checksums import pixel_sha256
 from aue_edge.core.errors import CalibrationError, DatasetError, InputImageError
 from aue_edge.edge.model_card import ModelCard
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-def pixel_sha256(image: np.ndarray) -> str:
-    """SHA-256 of an image's decoded pixels and shape (the same picture in two files matches)."""
-    digest = hashlib.sha256(f"{image.shape}|{image.dtype}|".encode())
-    digest.update(np.ascontiguousarray(image).tobytes())
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -176,12 +176,13 @@ def _teacher_targets(predictor: tuple, digest: str, images: np.ndarray, out_dir:
     """The teacher's (emotion, AU) probabilities on ``images``, from ``out_dir/
     teacher_targets.npz`` when that holds this teacher's (``digest``) outputs on these faces;
     ``predictor``: :func:`~aue_edge.train.evaluate.load_predictor`'s result (closed here)."""
-    from aue_edge.train.evaluate import predict_faces
-
     import zipfile
 
+    from aue_edge.core.checksums import pixel_sha256
+    from aue_edge.train.evaluate import predict_faces
+
     card, predict, close = predictor
-    faces = _faces_digest(images)
+    faces = pixel_sha256(images)  # which faces the cached outputs belong to
     cache = out_dir / TARGETS_FILE
     if cache.is_file():
         try:
@@ -198,13 +199,6 @@ def _teacher_targets(predictor: tuple, digest: str, images: np.ndarray, out_dir:
     np.savez(partial, emotion=emotion, au=au, teacher_sha256=digest, faces_sha256=faces)
     partial.replace(cache)
     return emotion, au
-
-
-def _faces_digest(array: np.ndarray) -> str:
-    """A digest of an array's bytes (which faces the cached teacher outputs belong to)."""
-    import hashlib
-
-    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
 def train(cfg: DistillConfig, resume: bool = False, progress: bool = True) -> dict[str, Any]:
