@@ -493,7 +493,6 @@ class Pipeline:
         self._frame_index = 0
         self._frames_since_full_detect = 0
         self._frames_since_found = 0   # frames in a row whose faces were extrapolated
-        self._extrapolated = False     # this frame's faces were extrapolated, not detected
         # track ID -> its last two detections (frame index, box, landmarks, score), oldest first:
         # the motion region_interval_frames extrapolates
         self._motion: dict[int, list[tuple[int, np.ndarray, np.ndarray, float]]] = {}
@@ -642,8 +641,9 @@ class Pipeline:
         for track_id in update.new_ids + update.expired_ids:
             self._held.pop(track_id, None)
             self._motion.pop(track_id, None)
-        if self.config.region_interval_frames > 1 and not self._extrapolated:
-            # only a pipeline that extrapolates needs the last two detections of each face
+        if self.config.region_interval_frames > 1 and self._frames_since_found == 0:
+            # this frame's faces were detected, not extrapolated; only a pipeline that
+            # extrapolates needs the last two detections of each face
             for i, track_id in enumerate(update.track_ids):
                 seen = self._motion.setdefault(int(track_id), [])
                 seen[:] = seen[-1:] + [(self._frame_index, detections.boxes_xyxy[i],
@@ -709,11 +709,9 @@ class Pipeline:
                 and self._frames_since_found + 1 < self.config.region_interval_frames):
             self._frames_since_full_detect += 1
             self._frames_since_found += 1
-            self._extrapolated = True
             return self._extrapolate(frame.shape[:2],
                                      [t.track_id for t, now in zip(tracks, seen) if now])
         self._frames_since_found = 0
-        self._extrapolated = False
         if seen.any() and between:
             found, hit = self.detector.detect_regions(
                 frame, np.stack([t.box_xyxy for t in tracks]))
@@ -729,7 +727,7 @@ class Pipeline:
         between its last two (held after the first; sizes are not extrapolated: a region and
         the whole frame see a face at different scales, and the boxes they give differ by more
         than a frame's change in size), the box clipped to the frame, the last score kept."""
-        from aue_edge.edge.face.yunet import Detections
+        from aue_edge.edge.face.yunet import detections_in_frame
 
         boxes, landmarks, scores = [], [], []
         for track_id in track_ids:
@@ -742,11 +740,8 @@ class Pipeline:
             boxes.append(box)
             landmarks.append(points)
             scores.append(score)
-        boxes = np.stack(boxes).astype(np.float32)
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, frame_hw[1])
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, frame_hw[0])
-        return Detections(boxes, np.asarray(scores, np.float32),
-                          np.stack(landmarks).astype(np.float32))
+        return detections_in_frame(np.stack(boxes), np.asarray(scores), np.stack(landmarks),
+                                   *frame_hw)
 
     def _due(self, track_ids: np.ndarray) -> np.ndarray:
         """Which faces the model runs on this frame: new faces, and every face once per

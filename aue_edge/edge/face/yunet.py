@@ -38,7 +38,8 @@ from aue_edge.edge.backends.base import Backend
 from aue_edge.core.errors import ConfigError, ModelFileError
 from aue_edge.edge.frames import validate_frame
 
-__all__ = ["DEFAULT_MODEL_PATH", "Detections", "YuNetDetector", "nms_xyxy", "LANDMARK_NAMES"]
+__all__ = ["DEFAULT_MODEL_PATH", "Detections", "YuNetDetector", "detections_in_frame", "nms_xyxy",
+           "LANDMARK_NAMES"]
 
 DEFAULT_MODEL_PATH = (Path(__file__).resolve().parents[1] / "models" / "yunet"
                       / "face_detection_yunet.onnx")
@@ -73,6 +74,19 @@ class Detections:
     def empty(cls) -> "Detections":
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32),
                    np.zeros((0, 5, 2), np.float32))
+
+
+def detections_in_frame(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray,
+                        height: int, width: int) -> Detections:
+    """Detections of frame-pixel boxes, scores and landmarks, the boxes clipped to a
+    ``height`` x ``width`` frame (landmarks are not clipped)."""
+    if scores.size == 0:
+        return Detections.empty()
+    boxes = boxes.copy()
+    boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
+    boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
+    return Detections(boxes.astype(np.float32), scores.astype(np.float32),
+                      landmarks.astype(np.float32))
 
 
 def nms_xyxy(boxes_xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -176,7 +190,7 @@ class YuNetDetector:
             factor = np.array([width / frame.shape[1], height / frame.shape[0]], np.float32)
             boxes = (boxes + 0.5) * np.tile(factor, 2) - 0.5
             landmarks = (landmarks + 0.5) * factor - 0.5
-        return self._in_frame(boxes, scores, landmarks, height, width)
+        return detections_in_frame(boxes, scores, landmarks, height, width)
 
     def detect_regions(self, frame_bgr: np.ndarray, boxes_xyxy: np.ndarray
                        ) -> tuple[Detections, np.ndarray]:
@@ -209,7 +223,7 @@ class YuNetDetector:
         index, boxes, scores, landmarks = (np.stack(parts) for parts in zip(*found))
         keep = nms_xyxy(boxes, scores, self.nms_iou_threshold)
         hit[index[keep]] = True
-        return self._in_frame(boxes[keep].astype(np.float32), scores[keep],
+        return detections_in_frame(boxes[keep].astype(np.float32), scores[keep],
                               landmarks[keep].astype(np.float32), height, width), hit
 
     def _detect_strip(self, frame: np.ndarray, prior: np.ndarray, side: int) -> list[tuple]:
@@ -262,18 +276,6 @@ class YuNetDetector:
         if limit and self.max_faces is not None:
             keep = keep[: self.max_faces]
         return boxes[keep], scores[keep], landmarks[keep]
-
-    @staticmethod
-    def _in_frame(boxes: np.ndarray, scores: np.ndarray, landmarks: np.ndarray, height: int,
-                  width: int) -> Detections:
-        """Detections with boxes clipped to the frame (landmarks are not clipped)."""
-        if scores.size == 0:
-            return Detections.empty()
-        boxes = boxes.copy()
-        boxes[:, 0::2] = np.clip(boxes[:, 0::2], 0, width)
-        boxes[:, 1::2] = np.clip(boxes[:, 1::2], 0, height)
-        return Detections(boxes.astype(np.float32), scores.astype(np.float32),
-                          landmarks.astype(np.float32))
 
     def input_shape(self, height_px: int, width_px: int) -> tuple[int, int, int, int]:
         """The ``(1, 3, H, W)`` tensor the graph receives for a frame of this size.
