@@ -22,10 +22,10 @@ Requests (``op``):
   detection + classification, fer's defaults) on each BGR frame of array ``key`` of the .npz
   ``frames``, ``repeats`` times, back to back or, with ``paced_fps``, each frame handed over at
   its time (frame i of the ``repeats`` passes at i / paced_fps after the first began, as
-  ``compare.py`` does for our side); seconds (wall clock and this process's CPU time, all threads) and faces
-  found per call; before them one wake-up call on the first frame, untimed there, its seconds
-  returned apart (``compare.py``, "Speed": the first call after the process sat idle is not a
-  per-frame cost).
+  ``compare.py`` does for our side); seconds (wall clock and this process's CPU time, all
+  threads) and faces found per call; before them one wake-up call on the first frame, untimed
+  there, its seconds returned apart (``compare.py``, "Speed": the first call after the process
+  sat idle is not a per-frame cost).
 - ``quit``.
 """
 from __future__ import annotations
